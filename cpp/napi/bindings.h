@@ -1,0 +1,11 @@
+// Registration functions, one per native area (better-sqlite3 style: one concern per file).
+#pragma once
+
+#include <napi.h>
+
+namespace moe::napi {
+
+void init_quant_binding(Napi::Env env, Napi::Object exports);
+void init_gguf_binding(Napi::Env env, Napi::Object exports);
+
+}  // namespace moe::napi

@@ -1,0 +1,96 @@
+/**
+ * Typed errors. Native errors arrive as plain `Error`s carrying a `code`
+ * (`NODE_MOE_GGUF_FORMAT`, …) and sometimes an `offset`; {@link translateNativeError} turns them
+ * into these classes so callers can use `instanceof`.
+ */
+
+/** Base class of every error node-moe throws on purpose. */
+export class NodeMoeError extends Error {
+  /** Stable machine-readable code, e.g. `NODE_MOE_GGUF_FORMAT`. */
+  readonly code: string;
+  constructor(message: string, code: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = new.target.name;
+    this.code = code;
+  }
+}
+
+/** The file is not a valid GGUF file. `offset` is the byte offset of the offending field. */
+export class GgufError extends NodeMoeError {
+  /** Byte offset in the file of the field that is wrong, when known. */
+  readonly offset: number | undefined;
+  /** The file that was read, when known. */
+  readonly path: string | undefined;
+  constructor(message: string, options: { offset?: number; path?: string; cause?: unknown } = {}) {
+    super(message, 'NODE_MOE_GGUF_FORMAT', options);
+    this.offset = options.offset;
+    this.path = options.path;
+  }
+}
+
+/** A ggml tensor type that node-moe recognises but cannot compute with (e.g. IQ2_XXS). */
+export class UnsupportedTypeError extends NodeMoeError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, 'NODE_MOE_UNSUPPORTED_TYPE', options);
+  }
+}
+
+/** The CPU lacks an instruction set that was required or explicitly requested. */
+export class CpuUnsupportedError extends NodeMoeError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, 'NODE_MOE_CPU_UNSUPPORTED', options);
+  }
+}
+
+/** The native addon could not be found or loaded; the message lists what to do about it. */
+export class NativeBindingError extends NodeMoeError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, 'NODE_MOE_BINDING', options);
+  }
+}
+
+/** A native allocation failed. Nothing was changed; the process keeps running. */
+export class OutOfMemoryError extends NodeMoeError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, 'NODE_MOE_OUT_OF_MEMORY', options);
+  }
+}
+
+/** Turns an error thrown by the addon into the matching typed error; other values pass through. */
+export function translateNativeError(error: unknown, context: { path?: string } = {}): unknown {
+  if (!(error instanceof Error) || error instanceof NodeMoeError) return error;
+  const code = (error as { code?: unknown }).code;
+  const offset = (error as { offset?: unknown }).offset;
+  const where = context.path === undefined ? '' : ` (${context.path})`;
+  switch (code) {
+    case 'NODE_MOE_GGUF_FORMAT': {
+      const at = typeof offset === 'number' ? ` at byte ${offset}` : '';
+      return new GgufError(`invalid GGUF file${where}${at}: ${error.message}`, {
+        offset: typeof offset === 'number' ? offset : undefined,
+        path: context.path,
+        cause: error,
+      });
+    }
+    case 'NODE_MOE_UNSUPPORTED_TYPE':
+      return new UnsupportedTypeError(error.message + where, { cause: error });
+    case 'NODE_MOE_CPU_UNSUPPORTED':
+      return new CpuUnsupportedError(error.message, { cause: error });
+    case 'NODE_MOE_OUT_OF_MEMORY':
+      return new OutOfMemoryError(error.message + where, { cause: error });
+    case 'NODE_MOE_INVALID_ARGUMENT':
+      return new RangeError(error.message + where, { cause: error });
+    case 'NODE_MOE_IO':
+      return Object.assign(new Error(error.message, { cause: error }), { code });
+    default:
+      return error;
+  }
+}
+
+/** Runs `fn`, translating native errors. */
+export async function withNativeErrors<T>(fn: () => Promise<T> | T, context: { path?: string } = {}): Promise<T> {
+  try {
+    return await fn();
+  } catch (error) {
+    throw translateNativeError(error, context);
+  }
+}

@@ -1,0 +1,27 @@
+/**
+ * node-moe: run Mixture-of-Experts language models from GGUF files in-process.
+ * @packageDocumentation
+ */
+export { readGgufInfo, readGgufTensor, readGgufTensorBytes } from './gguf/read.js';
+export { writeGguf } from './gguf/write.js';
+export type {
+  GgufMetadataInput,
+  GgufTensorData,
+  GgufTensorInput,
+  GgufTypedValue,
+  GgufWriteInput,
+  WriteGgufOptions,
+} from './gguf/write.js';
+export type { GgufInfo, GgufMetadataType, GgufMetadataValue, GgufScalarType, GgufTensorInfo } from './gguf/types.js';
+export { GgmlType, ggmlTypeByteSize, ggmlTypeGeometry } from './ggml-types.js';
+export type { GgmlTypeGeometry, GgmlTypeName } from './ggml-types.js';
+export { dequantize, dequantizeSync, getCpuInfo, getGgmlTypeSupport, quantize, quantizeSync } from './quant.js';
+export type { CpuInfo, CpuKernelLevel, GgmlTypeSupport, KernelOptions } from './quant.js';
+export {
+  CpuUnsupportedError,
+  GgufError,
+  NativeBindingError,
+  NodeMoeError,
+  OutOfMemoryError,
+  UnsupportedTypeError,
+} from './errors.js';

@@ -1,0 +1,53 @@
+/**
+ * The shape of the native addon's exports (cpp/napi/). Only lib/ talks to these; users get the
+ * typed wrappers in the other modules.
+ */
+
+export interface NativeGgufTensorInfo {
+  name: string;
+  type: string;
+  typeId: number;
+  shape: number[];
+  offset: number;
+  fileOffset: number;
+  bytes: number;
+}
+
+export interface NativeGgufInfo {
+  version: number;
+  alignment: number;
+  dataOffset: number;
+  fileSize: number;
+  metadata: Record<string, unknown>;
+  metadataTypes: Record<string, string>;
+  tensors: NativeGgufTensorInfo[];
+}
+
+export interface NativeTypeTraits {
+  id: number;
+  name: string;
+  blockSize: number;
+  typeSize: number;
+  canDequantize: boolean;
+  canQuantize: boolean;
+}
+
+export interface NativeCpuInfo {
+  arch: string;
+  best: string;
+  active: string;
+  supported: string[];
+  features: Record<string, boolean>;
+}
+
+export interface NativeBinding {
+  napiVersion: number;
+  readGgufInfo(path: string): Promise<NativeGgufInfo>;
+  readGgufTensor(path: string, name: string, isa?: string): Promise<Float32Array>;
+  quantize(typeId: number, data: Float32Array, isa?: string): Promise<Uint8Array>;
+  quantizeSync(typeId: number, data: Float32Array, isa?: string): Uint8Array;
+  dequantize(typeId: number, data: Uint8Array, count: number, isa?: string): Promise<Float32Array>;
+  dequantizeSync(typeId: number, data: Uint8Array, count: number, isa?: string): Float32Array;
+  cpuInfo(): NativeCpuInfo;
+  typeTraits(): NativeTypeTraits[];
+}
