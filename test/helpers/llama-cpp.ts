@@ -1,0 +1,66 @@
+/**
+ * llama.cpp (node-llama-cpp 3.21.1, CPU) as the numerical oracle: loads a GGUF file and returns
+ * the full next-token distribution after each of the given positions.
+ */
+import os from 'node:os';
+import { getLlama, type Llama } from 'node-llama-cpp';
+
+let llamaPromise: Promise<Llama> | undefined;
+
+/** Physical cores as llama.cpp should use them here (never more threads than cores). */
+export const ORACLE_THREADS = Math.max(1, Math.min(2, os.availableParallelism()));
+
+export function oracle(): Promise<Llama> {
+  llamaPromise ??= getLlama({ gpu: false, logLevel: 'error' as never, maxThreads: ORACLE_THREADS, build: 'never' });
+  return llamaPromise;
+}
+
+/**
+ * Evaluates `tokens` teacher-forced and returns, for every index in `positions`, the probability
+ * of each vocabulary entry being the next token (greedy settings give the full vocabulary).
+ */
+export async function llamaCppNextTokenProbabilities(
+  modelPath: string,
+  tokens: readonly number[],
+  positions: readonly number[],
+  vocabSize: number,
+): Promise<Float64Array[]> {
+  const llama = await oracle();
+  const model = await llama.loadModel({ modelPath, gpuLayers: 0 });
+  try {
+    const context = await model.createContext({ contextSize: 256, threads: ORACLE_THREADS, sequences: 1 });
+    try {
+      const want = new Set(positions);
+      const items = tokens.map((t, i) =>
+        want.has(i) ? ([t, { generateNext: { probabilities: true, options: { temperature: 0 } } }] as const) : t,
+      );
+      const results = await context.getSequence().controlledEvaluate(items as never);
+      return positions.map((p) => {
+        const probabilities = results[p]?.next.probabilities;
+        if (!probabilities) throw new Error(`llama.cpp returned no probabilities at position ${p}`);
+        const out = new Float64Array(vocabSize);
+        for (const [token, prob] of probabilities) out[token as number] = prob;
+        return out;
+      });
+    } finally {
+      await context.dispose();
+    }
+  } finally {
+    await model.dispose();
+  }
+}
+
+/** KL(p ‖ q) in nats, with q floored so a zero in q does not make it infinite. */
+export function klDivergence(p: Float64Array, q: Float64Array): number {
+  let kl = 0;
+  for (let i = 0; i < p.length; i++) {
+    if (p[i]! > 0) kl += p[i]! * Math.log(p[i]! / Math.max(q[i]!, 1e-12));
+  }
+  return kl;
+}
+
+export function argmax(p: Float64Array): number {
+  let best = 0;
+  for (let i = 1; i < p.length; i++) if (p[i]! > p[best]!) best = i;
+  return best;
+}
