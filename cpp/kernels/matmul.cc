@@ -1,0 +1,324 @@
+// Dense and sparse-expert matrix products on the CPU (interface and numerics in matmul.h).
+//
+// Both products run in two steps:
+//   1. every activation row (every distinct source row for experts) is converted once to the
+//      weight type's dot format (quant::vec_dot_type) into a scratch buffer; F32 weights dot the
+//      F32 rows directly;
+//   2. the weight rows are cut into chunks handed out to the pool's threads through an atomic
+//      counter; a chunk dots each of its weight rows with every activation row routed to it, so a
+//      weight row is read from memory once per call (activations are walked in blocks that stay in
+//      cache).
+// Every output element is one vec_dot of one weight row with one converted activation row, so the
+// result does not depend on the thread count or on how rows are grouped: matmul_experts equals a
+// loop of single-row matmuls bit for bit.
+#include "matmul.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "../common/error.h"
+#include "../quant/ggml_types.h"
+#include "../quant/quant.h"
+#include "../quant/vec_dot.h"
+
+namespace moe::kernels {
+
+namespace {
+
+using quant::GgmlType;
+
+constexpr uint32_t kF32 = static_cast<uint32_t>(GgmlType::F32);
+
+// Activation rows of one tile are walked in blocks of about this many bytes, so a block stays in
+// L2 while the tile's weight rows are dotted with it.
+constexpr size_t kActBlockBytes = 192 * 1024;
+
+// Chunks handed out per thread (more balances better; each costs one atomic increment).
+constexpr int64_t kChunksPerThread = 8;
+
+// Below this much work (weight bytes times activation rows, ~10 us on one core) a product runs on
+// the calling thread: waking the pool would cost about as much as it saves.
+constexpr uint64_t kMinParallelWork = 256 * 1024;
+
+// Conversion of one activation row costs about as much as a few weight rows; below this many
+// elements in all rows the conversion stays on the calling thread.
+constexpr int64_t kParallelConvertElements = 64 * 1024;
+
+// What a product needs to know about its weight type on the chosen level.
+struct DotPlan {
+    uint32_t act_type = 0;
+    quant::VecDotFn dot = nullptr;
+    quant::QuantizeRowFn convert = nullptr;  // nullptr for F32: rows are used as they are
+    size_t act_row_bytes = 0;
+};
+
+std::string type_str(uint32_t type) { return quant::type_name(type); }
+
+DotPlan plan_for(uint32_t type, int64_t n_in, int64_t n_out, size_t row_bytes, cpu::Isa isa, const char* op) {
+    const uint32_t act = dot_type_of(type);  // throws UnsupportedType
+    const quant::TypeTraits& wt = *quant::type_traits(type);
+    const quant::TypeTraits& at = *quant::type_traits(act);
+    if (n_in <= 0 || n_in % wt.block_size != 0 || n_in % at.block_size != 0) {
+        throw Error(ErrorCode::InvalidArgument, std::string(op) + ": row length " + std::to_string(n_in) +
+                                                    " is not a positive multiple of the " + type_str(type) +
+                                                    " block size " + std::to_string(wt.block_size));
+    }
+    if (n_out < 0) {
+        throw Error(ErrorCode::InvalidArgument, std::string(op) + ": negative row count " + std::to_string(n_out));
+    }
+    if (row_bytes < quant::row_size(wt, n_in)) {
+        throw Error(ErrorCode::InvalidArgument, std::string(op) + ": row stride of " + std::to_string(row_bytes) +
+                                                    " bytes is less than a " + type_str(type) + " row of " +
+                                                    std::to_string(n_in) + " elements (" +
+                                                    std::to_string(quant::row_size(wt, n_in)) + " bytes)");
+    }
+    DotPlan p;
+    p.act_type = act;
+    p.dot = quant::vec_dot_kernels_for(isa).dot[type];
+    if (act != kF32) p.convert = quant::kernels_for(isa).quantize[act];
+    p.act_row_bytes = quant::row_size(at, n_in);
+    if (!p.dot || (act != kF32 && !p.convert)) {
+        throw Error(ErrorCode::UnsupportedType, std::string(op) + ": no " + cpu::isa_name(isa) + " kernel for " +
+                                                    type_str(type));
+    }
+    return p;
+}
+
+// Per-calling-thread buffers, grown as needed and reused across calls (matmul is called many
+// times per token). Workers only read or write through pointers into them while the caller waits
+// in pool.run, so one set per calling thread suffices.
+struct Scratch {
+    std::vector<uint8_t> act;            // converted activation rows
+    std::vector<const uint8_t*> rows;    // activation row of each output row, in work order
+    std::vector<float*> outs;            // output row of each output row, in work order
+    std::vector<int32_t> sources;        // distinct source rows (experts)
+    std::vector<int64_t> counts;         // rows per expert, then offsets
+    struct Item {
+        int64_t expert, o0, o1, first, count;
+    };
+    std::vector<Item> items;
+};
+
+Scratch& scratch() {
+    static thread_local Scratch s;
+    return s;
+}
+
+// y_rows[t][o] = dot(W row o, act_rows[t]) for o in [o0, o1) and t in [0, n_act).
+void dot_tile(const DotPlan& plan, const uint8_t* w, size_t row_bytes, int64_t n_in, int64_t o0, int64_t o1,
+              const uint8_t* const* act_rows, float* const* y_rows, int64_t n_act) {
+    const int64_t block = std::max<int64_t>(1, static_cast<int64_t>(kActBlockBytes / plan.act_row_bytes));
+    const quant::VecDotFn dot = plan.dot;
+    for (int64_t t0 = 0; t0 < n_act; t0 += block) {
+        const int64_t t1 = std::min(n_act, t0 + block);
+        for (int64_t o = o0; o < o1; ++o) {
+            const uint8_t* row = w + static_cast<size_t>(o) * row_bytes;
+            for (int64_t t = t0; t < t1; ++t) y_rows[t][o] = dot(n_in, row, act_rows[t]);
+        }
+    }
+}
+
+// Runs body(i) for i in [0, n_items) on the pool, items handed out in order through an atomic
+// counter; on the calling thread alone when there is one item, one thread, or too little work
+// (`work`: weight bytes times activation rows) to pay for waking the pool.
+template <typename Body>
+void run_items(runtime::ThreadPool& pool, int64_t n_items, const Body& body, uint64_t work = UINT64_MAX) {
+    if (n_items <= 0) return;
+    if (n_items == 1 || pool.size() == 1 || work < kMinParallelWork) {
+        for (int64_t i = 0; i < n_items; ++i) body(i);
+        return;
+    }
+    std::atomic<int64_t> next{0};
+    pool.run([&](int, int) {
+        for (int64_t i = next.fetch_add(1, std::memory_order_relaxed); i < n_items;
+             i = next.fetch_add(1, std::memory_order_relaxed)) {
+            body(i);
+        }
+    });
+}
+
+// Converts n_rows activation rows (row r at src_of(r)) into dst, row r at dst + r * act_row_bytes.
+template <typename SrcOf>
+void convert_rows(const DotPlan& plan, int64_t n_in, int64_t n_rows, const SrcOf& src_of, uint8_t* dst,
+                  runtime::ThreadPool& pool) {
+    const quant::QuantizeRowFn convert = plan.convert;
+    const size_t bytes = plan.act_row_bytes;
+    if (n_rows * n_in < kParallelConvertElements || pool.size() == 1) {
+        for (int64_t r = 0; r < n_rows; ++r) convert(src_of(r), dst + static_cast<size_t>(r) * bytes, n_in);
+        return;
+    }
+    const int64_t per_item = std::max<int64_t>(1, n_rows / (4 * pool.size()));
+    run_items(pool, (n_rows + per_item - 1) / per_item, [&](int64_t i) {
+        const int64_t r1 = std::min(n_rows, (i + 1) * per_item);
+        for (int64_t r = i * per_item; r < r1; ++r) convert(src_of(r), dst + static_cast<size_t>(r) * bytes, n_in);
+    });
+}
+
+// Rows per chunk so that about kChunksPerThread chunks exist per thread for `work_rows` weight rows
+// in all, each chunk at least min_rows (less when the matrix has fewer rows).
+int64_t chunk_rows(int64_t work_rows, int threads, int64_t min_rows) {
+    const int64_t target = (work_rows + kChunksPerThread * threads - 1) / (kChunksPerThread * threads);
+    return std::max<int64_t>(min_rows, target);
+}
+
+void check_buffer(bool ok, const char* op, const char* what) {
+    if (!ok) throw Error(ErrorCode::InvalidArgument, std::string(op) + ": " + what);
+}
+
+}  // namespace
+
+uint32_t dot_type_of(uint32_t weight_type) {
+    const uint32_t act = quant::vec_dot_type(weight_type);
+    if (act == quant::kNoDotType) {
+        throw Error(ErrorCode::UnsupportedType,
+                    std::string("no matrix product for weight type ") + quant::type_name(weight_type));
+    }
+    return act;
+}
+
+void matmul(const WeightMatrix& w, const float* x, int64_t x_stride, int64_t n_tokens, float* y, int64_t y_stride,
+            runtime::ThreadPool& pool, cpu::Isa isa) {
+    static const char* const kOp = "matmul";
+    const DotPlan plan = plan_for(w.type, w.n_in, w.n_out, w.row_bytes, isa, kOp);
+    check_buffer(n_tokens >= 0, kOp, "negative token count");
+    if (n_tokens == 0 || w.n_out == 0) return;
+    check_buffer(w.data && x && y, kOp, "null buffer");
+    check_buffer(n_tokens == 1 || x_stride >= w.n_in, kOp, "activation row stride shorter than a row");
+    check_buffer(n_tokens == 1 || y_stride >= w.n_out, kOp, "output row stride shorter than a row");
+
+    Scratch& s = scratch();
+    s.rows.resize(static_cast<size_t>(n_tokens));
+    s.outs.resize(static_cast<size_t>(n_tokens));
+    if (plan.convert) {
+        s.act.resize(static_cast<size_t>(n_tokens) * plan.act_row_bytes);
+        convert_rows(plan, w.n_in, n_tokens, [&](int64_t t) { return x + t * x_stride; }, s.act.data(), pool);
+        for (int64_t t = 0; t < n_tokens; ++t) s.rows[t] = s.act.data() + static_cast<size_t>(t) * plan.act_row_bytes;
+    } else {
+        for (int64_t t = 0; t < n_tokens; ++t) s.rows[t] = reinterpret_cast<const uint8_t*>(x + t * x_stride);
+    }
+    for (int64_t t = 0; t < n_tokens; ++t) s.outs[t] = y + t * y_stride;
+
+    const int64_t chunk = chunk_rows(w.n_out, pool.size(), 4);
+    const int64_t n_chunks = (w.n_out + chunk - 1) / chunk;
+    const uint8_t* const* rows = s.rows.data();
+    float* const* outs = s.outs.data();
+    const uint64_t work = static_cast<uint64_t>(w.n_out) * w.row_bytes * static_cast<uint64_t>(n_tokens);
+    run_items(
+        pool, n_chunks,
+        [&](int64_t i) {
+            dot_tile(plan, w.data, w.row_bytes, w.n_in, i * chunk, std::min(w.n_out, (i + 1) * chunk), rows, outs,
+                     n_tokens);
+        },
+        work);
+}
+
+void matmul_experts(const ExpertMatrix& w, const float* x, int64_t x_stride, const int32_t* source_of_row,
+                    const int32_t* expert_of_row, int64_t n_rows, float* y, int64_t y_stride,
+                    runtime::ThreadPool& pool, cpu::Isa isa) {
+    static const char* const kOp = "matmul_experts";
+    const DotPlan plan = plan_for(w.type, w.n_in, w.n_out, w.row_bytes, isa, kOp);
+    check_buffer(n_rows >= 0, kOp, "negative row count");
+    check_buffer(w.n_expert > 0, kOp, "no experts");
+    check_buffer(w.expert_bytes >= static_cast<size_t>(w.n_out) * w.row_bytes, kOp,
+                 "expert stride shorter than an expert matrix");
+    if (n_rows == 0 || w.n_out == 0) return;
+    check_buffer(w.data && x && y && source_of_row && expert_of_row, kOp, "null buffer");
+    check_buffer(n_rows == 1 || y_stride >= w.n_out, kOp, "output row stride shorter than a row");
+    for (int64_t r = 0; r < n_rows; ++r) {
+        if (expert_of_row[r] < 0 || expert_of_row[r] >= w.n_expert) {
+            throw Error(ErrorCode::InvalidArgument, std::string(kOp) + ": row " + std::to_string(r) + " names expert " +
+                                                        std::to_string(expert_of_row[r]) + " of " +
+                                                        std::to_string(w.n_expert));
+        }
+        if (source_of_row[r] < 0) {
+            throw Error(ErrorCode::InvalidArgument, std::string(kOp) + ": row " + std::to_string(r) +
+                                                        " has negative source row " + std::to_string(source_of_row[r]));
+        }
+    }
+
+    Scratch& s = scratch();
+
+    // Distinct source rows, each converted once; slot of a source = its index in s.sources.
+    s.sources.assign(source_of_row, source_of_row + n_rows);
+    std::sort(s.sources.begin(), s.sources.end());
+    s.sources.erase(std::unique(s.sources.begin(), s.sources.end()), s.sources.end());
+    check_buffer(s.sources.size() == 1 || x_stride >= w.n_in, kOp, "activation row stride shorter than a row");
+    const int64_t n_sources = static_cast<int64_t>(s.sources.size());
+    if (plan.convert) {
+        s.act.resize(static_cast<size_t>(n_sources) * plan.act_row_bytes);
+        const int32_t* src = s.sources.data();
+        convert_rows(plan, w.n_in, n_sources, [&](int64_t i) { return x + static_cast<int64_t>(src[i]) * x_stride; },
+                     s.act.data(), pool);
+    }
+    auto act_row_of = [&](int32_t source) -> const uint8_t* {
+        if (!plan.convert) return reinterpret_cast<const uint8_t*>(x + static_cast<int64_t>(source) * x_stride);
+        const int64_t slot = std::lower_bound(s.sources.begin(), s.sources.end(), source) - s.sources.begin();
+        return s.act.data() + static_cast<size_t>(slot) * plan.act_row_bytes;
+    };
+
+    // Rows grouped by expert (counting sort; rows of one expert keep their order).
+    s.counts.assign(static_cast<size_t>(w.n_expert) + 1, 0);
+    for (int64_t r = 0; r < n_rows; ++r) ++s.counts[static_cast<size_t>(expert_of_row[r]) + 1];
+    for (int64_t e = 0; e < w.n_expert; ++e) s.counts[e + 1] += s.counts[e];  // counts[e] = first slot of e
+    s.rows.resize(static_cast<size_t>(n_rows));
+    s.outs.resize(static_cast<size_t>(n_rows));
+    {
+        std::vector<int64_t>& next = s.counts;  // advanced while filling, restored below
+        for (int64_t r = 0; r < n_rows; ++r) {
+            const int64_t at = next[static_cast<size_t>(expert_of_row[r])]++;
+            s.rows[at] = act_row_of(source_of_row[r]);
+            s.outs[at] = y + r * y_stride;
+        }
+        for (int64_t e = w.n_expert; e > 0; --e) next[e] = next[e - 1];
+        next[0] = 0;
+    }
+
+    // Work items: each active expert's weight rows in chunks; experts with more routed rows get
+    // shorter chunks so items cost about the same.
+    int64_t total_work = 0;
+    for (int64_t e = 0; e < w.n_expert; ++e) total_work += (s.counts[e + 1] - s.counts[e]) * w.n_out;
+    const int64_t target = std::max<int64_t>(1, total_work / (kChunksPerThread * pool.size()));
+    s.items.clear();
+    for (int64_t e = 0; e < w.n_expert; ++e) {
+        const int64_t first = s.counts[e], count = s.counts[e + 1] - s.counts[e];
+        if (count == 0) continue;
+        const int64_t chunk = std::min(w.n_out, std::max<int64_t>(4, target / count));
+        for (int64_t o = 0; o < w.n_out; o += chunk) s.items.push_back({e, o, std::min(w.n_out, o + chunk), first, count});
+    }
+
+    const Scratch::Item* items = s.items.data();
+    const uint8_t* const* rows = s.rows.data();
+    float* const* outs = s.outs.data();
+    run_items(
+        pool, static_cast<int64_t>(s.items.size()),
+        [&](int64_t i) {
+            const Scratch::Item& it = items[i];
+            const WeightMatrix m = w.expert(it.expert);
+            dot_tile(plan, m.data, m.row_bytes, m.n_in, it.o0, it.o1, rows + it.first, outs + it.first, it.count);
+        },
+        static_cast<uint64_t>(total_work) * w.row_bytes);
+}
+
+void matmul_reference(const WeightMatrix& w, const float* x, int64_t x_stride, int64_t n_tokens, float* y,
+                      int64_t y_stride) {
+    static const char* const kOp = "matmul_reference";
+    plan_for(w.type, w.n_in, w.n_out, w.row_bytes, cpu::Isa::Scalar, kOp);
+    check_buffer(n_tokens >= 0, kOp, "negative token count");
+    if (n_tokens == 0 || w.n_out == 0) return;
+    check_buffer(w.data && x && y, kOp, "null buffer");
+    std::vector<float> row(static_cast<size_t>(w.n_in));
+    for (int64_t o = 0; o < w.n_out; ++o) {
+        quant::dequantize(w.type, w.data + static_cast<size_t>(o) * w.row_bytes, row.data(), w.n_in, cpu::Isa::Scalar);
+        for (int64_t t = 0; t < n_tokens; ++t) {
+            const float* xt = x + t * x_stride;
+            double sum = 0.0;
+            for (int64_t k = 0; k < w.n_in; ++k) sum += static_cast<double>(row[k]) * static_cast<double>(xt[k]);
+            y[t * y_stride + o] = static_cast<float>(sum);
+        }
+    }
+}
+
+}  // namespace moe::kernels
