@@ -16,6 +16,8 @@ enum class ErrorCode : int {
     Io = 5,               // open / stat / mmap failed (JS: Error with the errno text)
     OutOfMemory = 6,      // an allocation failed (JS: OutOfMemoryError)
     Aborted = 7,          // the caller aborted the work (JS: AbortError)
+    ContextOverflow = 8,  // a sequence would grow past its context size (JS: ContextOverflowError)
+    ModelFormat = 9,      // a valid GGUF that is not a model we can run: missing key/tensor, bad shape, unknown arch
 };
 
 constexpr uint64_t kNoOffset = UINT64_MAX;

@@ -1,0 +1,560 @@
+#include "ops.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "../common/error.h"
+#include "../quant/fp16.h"
+#include "../quant/ggml_types.h"
+#include "../quant/quant.h"
+
+namespace moe::kernels {
+
+namespace {
+
+constexpr uint32_t kF32 = static_cast<uint32_t>(quant::GgmlType::F32);
+constexpr uint32_t kF16 = static_cast<uint32_t>(quant::GgmlType::F16);
+constexpr uint32_t kQ8_0 = static_cast<uint32_t>(quant::GgmlType::Q8_0);
+constexpr int kQ8Block = 32;          // elements per Q8_0 block
+constexpr size_t kQ8BlockBytes = 34;  // f16 scale + 32 int8
+
+enum class Level { Scalar, Avx2, Avx512 };
+
+// The ggml build a kernel level reproduces (see ops.h).
+Level level_of(cpu::Isa isa) {
+#if defined(__x86_64__) || defined(_M_X64)
+    if (isa == cpu::Isa::Avx512) return Level::Avx512;
+    if (isa == cpu::Isa::Avx2) return Level::Avx2;
+#else
+    (void)isa;
+#endif
+    return Level::Scalar;
+}
+
+const float* f16_table() {
+    // 256 KiB, built once (thread-safe static init); exact for all 65536 inputs.
+    static const std::vector<float> table = [] {
+        std::vector<float> t(65536);
+        for (uint32_t i = 0; i < 65536; ++i) t[i] = quant::fp16_to_fp32(static_cast<uint16_t>(i));
+        return t;
+    }();
+    return table.data();
+}
+
+// ggml's rope_yarn_ramp: i0 / 2 is an integer division before the float arithmetic.
+float rope_yarn_ramp(float low, float high, int i0) {
+    const float y = static_cast<float>(i0 / 2) - low;
+    const float r = y / std::max(0.001f, high - low);
+    return 1.0f - std::min(1.0f, std::max(0.0f, r));
+}
+
+float rope_corr_dim(int n_dims, int n_ctx_orig, float beta, float base) {
+    const float pi = 3.14159265358979323846f;
+    return static_cast<float>(n_dims) * std::log(static_cast<float>(n_ctx_orig) / (beta * 2.0f * pi)) /
+           (2.0f * std::log(base));
+}
+
+}  // namespace
+
+float f16_to_f32(uint16_t h) { return f16_table()[h]; }
+
+// ------------------------------------------------------------------------------------------------
+// Normalisation, activations, softmax
+// ------------------------------------------------------------------------------------------------
+
+void rms_norm(const float* x, const float* w, float* y, int64_t n, float eps) {
+    double sum = 0.0;
+    for (int64_t i = 0; i < n; ++i) {
+        const float sq = x[i] * x[i];  // the square is an fp32 value, as in ggml
+        sum += static_cast<double>(sq);
+    }
+    const float mean = static_cast<float>(sum / static_cast<double>(n));
+    const float scale = 1.0f / std::sqrt(mean + eps);
+    if (w) {
+        for (int64_t i = 0; i < n; ++i) {
+            const float s = x[i] * scale;
+            y[i] = s * w[i];
+        }
+    } else {
+        for (int64_t i = 0; i < n; ++i) y[i] = x[i] * scale;
+    }
+}
+
+void rms_norm_rows(const float* x, int64_t x_stride, const float* w, float* y, int64_t y_stride, int64_t n_rows,
+                   int64_t n, float eps, runtime::ThreadPool& pool) {
+    // Rows are independent; hand out enough rows per chunk that a chunk is ~64K values of work.
+    const int64_t min_rows = std::max<int64_t>(1, 65536 / std::max<int64_t>(1, n));
+    pool.parallel_for(n_rows, min_rows, [&](int64_t begin, int64_t end, int) {
+        for (int64_t r = begin; r < end; ++r) rms_norm(x + r * x_stride, w, y + r * y_stride, n, eps);
+    });
+}
+
+int simd_width(cpu::Isa isa) noexcept {
+    switch (level_of(isa)) {
+        case Level::Avx512: return 16;
+        case Level::Avx2: return 8;
+        case Level::Scalar: break;
+    }
+    return 1;
+}
+
+float ggml_expf(float x, cpu::Isa isa) {
+#if defined(__x86_64__) || defined(_M_X64)
+    switch (level_of(isa)) {
+        case Level::Avx512: return expf_avx512(x);
+        case Level::Avx2: return expf_avx2(x);
+        case Level::Scalar: break;
+    }
+#else
+    (void)isa;
+#endif
+    return std::exp(x);
+}
+
+void softmax(float* x, int64_t n, int64_t n_simd, cpu::Isa isa) {
+#if defined(__x86_64__) || defined(_M_X64)
+    switch (level_of(isa)) {
+        case Level::Avx512: return softmax_avx512(x, n, n_simd);
+        case Level::Avx2: return softmax_avx2(x, n, n_simd);
+        case Level::Scalar: break;
+    }
+#else
+    (void)isa;
+#endif
+    (void)n_simd;  // scalar ggml: every entry through expf, summed one by one in double
+    float max = -std::numeric_limits<float>::infinity();
+    for (int64_t i = 0; i < n; ++i) max = max > x[i] ? max : x[i];  // ggml's MAX(max, x[i])
+    double sum = 0.0;
+    for (int64_t i = 0; i < n; ++i) {
+        const float e = std::exp(x[i] - max);
+        x[i] = e;
+        sum += static_cast<double>(e);
+    }
+    const float inv = static_cast<float>(1.0 / sum);
+    for (int64_t i = 0; i < n; ++i) x[i] *= inv;
+}
+
+void softmax(float* x, int64_t n, cpu::Isa isa) {
+    const int64_t w = simd_width(isa);
+    softmax(x, n, n / w * w, isa);
+}
+
+float silu(float x) { return x / (1.0f + std::exp(-x)); }
+
+void swiglu(const float* g, const float* u, float* y, int64_t n, cpu::Isa isa) {
+#if defined(__x86_64__) || defined(_M_X64)
+    switch (level_of(isa)) {
+        case Level::Avx512: return swiglu_avx512(g, u, y, n);
+        case Level::Avx2: return swiglu_avx2(g, u, y, n);
+        case Level::Scalar: break;
+    }
+#else
+    (void)isa;
+#endif
+    for (int64_t i = 0; i < n; ++i) y[i] = silu(g[i]) * u[i];
+}
+
+// ------------------------------------------------------------------------------------------------
+// RoPE
+// ------------------------------------------------------------------------------------------------
+
+void rope_corr_dims(const RopeConfig& c, float dims[2]) {
+    const float start = std::floor(rope_corr_dim(c.n_rot, c.n_ctx_orig, c.beta_fast, c.freq_base));
+    const float end = std::ceil(rope_corr_dim(c.n_rot, c.n_ctx_orig, c.beta_slow, c.freq_base));
+    dims[0] = std::max(0.0f, start);
+    dims[1] = std::min(static_cast<float>(c.n_rot - 1), end);
+}
+
+void rope_cache(const RopeConfig& c, int64_t pos, float* cache, cpu::Isa isa) {
+    const bool fused = level_of(isa) != Level::Scalar;  // see ops.h: the FMA builds contract
+    const float theta_scale = std::pow(c.freq_base, -2.0f / static_cast<float>(c.n_rot));
+    float corr[2];
+    rope_corr_dims(c, corr);
+    float theta = static_cast<float>(pos);
+    for (int i0 = 0; i0 < c.n_rot; i0 += 2) {
+        const float ff = c.freq_factors ? c.freq_factors[i0 / 2] : 1.0f;
+        // ggml's rope_yarn: interpolate, blend in the extrapolated angle over the ramp, and
+        // correct the magnitude when the YaRN blend is on.
+        const float theta_extrap = theta / ff;
+        const float theta_interp = c.freq_scale * theta_extrap;
+        float th = theta_interp;
+        float mscale = c.attn_factor;
+        if (c.ext_factor != 0.0f) {
+            const float ramp_mix = rope_yarn_ramp(corr[0], corr[1], i0) * c.ext_factor;
+            const float b = theta_extrap * ramp_mix;
+            const float lg = std::log(1.0f / c.freq_scale);
+            if (fused) {
+                th = std::fma(theta_interp, 1.0f - ramp_mix, b);
+                mscale *= std::fma(0.1f, lg, 1.0f);
+            } else {
+                const float a = theta_interp * (1.0f - ramp_mix);
+                th = a + b;
+                mscale *= 1.0f + 0.1f * lg;
+            }
+        }
+        cache[i0 + 0] = std::cos(th) * mscale;
+        cache[i0 + 1] = std::sin(th) * mscale;
+        theta *= theta_scale;
+    }
+}
+
+void rope_apply(const RopeConfig& c, const float* cache, float* head, cpu::Isa isa) {
+    // NORM pairs (2i, 2i+1); NEOX pairs (i, i + n_rot/2). Dims past n_rot stay as they are.
+    const int offset = c.type == RopeType::Norm ? 1 : c.n_rot / 2;
+#if defined(__x86_64__) || defined(_M_X64)
+    if (level_of(isa) != Level::Scalar) return rope_rotate_fma(cache, head, c.n_rot, offset);
+#else
+    (void)isa;
+#endif
+    for (int i0 = 0; i0 < c.n_rot; i0 += 2) {
+        const int ic = offset == 1 ? i0 : i0 / 2;
+        const float cos_t = cache[i0 + 0];
+        const float sin_t = cache[i0 + 1];
+        const float x0 = head[ic];
+        const float x1 = head[ic + offset];
+        head[ic] = x0 * cos_t - x1 * sin_t;
+        head[ic + offset] = x0 * sin_t + x1 * cos_t;
+    }
+}
+
+void rope_rows(const RopeConfig& c, float* x, int64_t x_stride, int64_t n_tokens, int n_heads, int head_dim,
+               const int32_t* positions, runtime::ThreadPool& pool, cpu::Isa isa) {
+    pool.parallel_for(n_tokens, 8, [&](int64_t begin, int64_t end, int) {
+        std::vector<float> cache(static_cast<size_t>(std::max(c.n_rot, 2)));
+        for (int64_t t = begin; t < end; ++t) {
+            rope_cache(c, positions[t], cache.data(), isa);
+            float* row = x + t * x_stride;
+            for (int h = 0; h < n_heads; ++h) rope_apply(c, cache.data(), row + static_cast<int64_t>(h) * head_dim, isa);
+        }
+    });
+}
+
+// ------------------------------------------------------------------------------------------------
+// Vector helpers
+// ------------------------------------------------------------------------------------------------
+
+float dot_gemm(const float* a, const float* b, int64_t n, cpu::Isa isa) {
+#if defined(__x86_64__) || defined(_M_X64)
+    switch (level_of(isa)) {
+        case Level::Avx512: return dot_gemm_avx512(a, b, n);
+        case Level::Avx2: return dot_gemm_avx2(a, b, n);
+        case Level::Scalar: break;
+    }
+#else
+    (void)isa;
+#endif
+    double sum = 0.0;
+    for (int64_t i = 0; i < n; ++i) sum += static_cast<double>(a[i] * b[i]);
+    return static_cast<float>(sum);
+}
+
+void dot_gemm_4x4(const float* const a[4], const float* const b[4], int64_t n, float out[16], cpu::Isa isa) {
+#if defined(__x86_64__) || defined(_M_X64)
+    switch (level_of(isa)) {
+        case Level::Avx512: return dot_gemm_4x4_avx512(a, b, n, out);
+        case Level::Avx2: return dot_gemm_4x4_avx2(a, b, n, out);
+        case Level::Scalar: break;
+    }
+#endif
+    for (int r = 0; r < 4; ++r) {
+        for (int c = 0; c < 4; ++c) out[4 * r + c] = dot_gemm(a[r], b[c], n, isa);
+    }
+}
+
+float dot_gemv(const float* a, const float* b, int64_t n, int64_t n_vec, bool double_tail, cpu::Isa isa) {
+#if defined(__x86_64__) || defined(_M_X64)
+    switch (level_of(isa)) {
+        case Level::Avx512: return dot_gemv_avx512(a, b, n, n_vec, double_tail);
+        case Level::Avx2: return dot_gemv_avx2(a, b, n, n_vec, double_tail);
+        case Level::Scalar: break;
+    }
+#else
+    (void)isa;
+#endif
+    (void)n_vec;
+    (void)double_tail;
+    double sum = 0.0;
+    for (int64_t i = 0; i < n; ++i) sum += static_cast<double>(a[i] * b[i]);
+    return static_cast<float>(sum);
+}
+
+void axpy_f32(float a, const float* x, float* y, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
+}
+
+void f16_to_f32_row(const uint16_t* src, float* dst, int64_t n, cpu::Isa isa) {
+#if defined(__x86_64__) || defined(_M_X64)
+    if (level_of(isa) != Level::Scalar) return f16_to_f32_row_avx2(src, dst, n);
+#else
+    (void)isa;
+#endif
+    const float* t = f16_table();
+    for (int64_t i = 0; i < n; ++i) dst[i] = t[src[i]];
+}
+
+void round_f16_row(float* x, int64_t n, cpu::Isa isa) {
+#if defined(__x86_64__) || defined(_M_X64)
+    if (level_of(isa) != Level::Scalar) return round_f16_row_avx2(x, n);
+#else
+    (void)isa;
+#endif
+    const float* t = f16_table();
+    for (int64_t i = 0; i < n; ++i) x[i] = t[quant::fp32_to_fp16(x[i])];
+}
+
+// ------------------------------------------------------------------------------------------------
+// Attention
+// ------------------------------------------------------------------------------------------------
+
+namespace {
+
+// ggml_vec_dot_q8_0_q8_0 (generic): per block an integer dot, scaled by d_k * d_q in fp32.
+float dot_q8_0(const uint8_t* k, const uint8_t* q, int64_t n) {
+    const float* t = f16_table();
+    float sum = 0.0f;
+    for (int64_t b = 0; b < n / kQ8Block; ++b) {
+        const uint8_t* kb = k + b * kQ8BlockBytes;
+        const uint8_t* qb = q + b * kQ8BlockBytes;
+        uint16_t dk, dq;
+        std::memcpy(&dk, kb, 2);
+        std::memcpy(&dq, qb, 2);
+        const int8_t* kq = reinterpret_cast<const int8_t*>(kb + 2);
+        const int8_t* qq = reinterpret_cast<const int8_t*>(qb + 2);
+        int32_t sumi = 0;
+        for (int j = 0; j < kQ8Block; ++j) sumi += static_cast<int32_t>(kq[j]) * static_cast<int32_t>(qq[j]);
+        sum += static_cast<float>(sumi) * (t[dk] * t[dq]);
+    }
+    return sum;
+}
+
+void check_kv_type(const KvRows& rows, int head_dim, const char* which) {
+    const uint32_t type = rows.type;
+    if (type != kF16 && type != kF32 && type != kQ8_0) {
+        throw Error(ErrorCode::UnsupportedType,
+                    std::string("attention: ") + which + " cache type " + quant::type_name(type) + " is not supported");
+    }
+    if (type == kQ8_0 && (head_dim % kQ8Block != 0 || rows.transposed)) {
+        throw Error(ErrorCode::InvalidArgument, std::string("attention: a Q8_0 ") + which +
+                                                    " cache must be row-major with a head size that is a multiple of "
+                                                    "32, got " + std::to_string(head_dim));
+    }
+}
+
+size_t elem_offset_bytes(uint32_t type, int64_t elements) {
+    if (type == kF16) return static_cast<size_t>(elements) * 2;
+    if (type == kF32) return static_cast<size_t>(elements) * 4;
+    return static_cast<size_t>(elements / kQ8Block) * kQ8BlockBytes;  // Q8_0, block aligned
+}
+
+}  // namespace
+
+void attention(const AttentionShape& shape, const KvRows& k, const KvRows& v, const float* q, int64_t q_stride,
+               int64_t n_tokens, int64_t first_pos, float* out, int64_t out_stride, runtime::ThreadPool& pool,
+               cpu::Isa isa) {
+    const int hd = shape.head_dim;
+    if (shape.n_head <= 0 || shape.n_head_kv <= 0 || hd <= 0 || shape.n_head % shape.n_head_kv != 0) {
+        throw Error(ErrorCode::InvalidArgument, "attention: bad head counts");
+    }
+    check_kv_type(k, hd, "K");
+    check_kv_type(v, hd, "V");
+    if (k.transposed) throw Error(ErrorCode::InvalidArgument, "attention: the K cache must be row-major");
+    if (n_tokens <= 0) return;
+    const int group = shape.n_head / shape.n_head_kv;
+    const int64_t max_kv = first_pos + n_tokens;  // keys the last query sees
+
+    // llama.cpp's view of the chunk, which fixes its summation orders (see ops.h).
+    const int64_t n_kv = std::max(shape.n_kv, max_kv);
+    const int64_t w = simd_width(isa);
+    const bool kq_gemm = shape.batch >= 2 && n_kv % 4 == 0 && hd % w == 0;
+    const bool pv_gemm = shape.batch >= 2 && hd % 4 == 0 && n_kv % w == 0;
+    const int64_t kq_vec = hd / (4 * w) * (4 * w);     // ggml_vec_dot's vector part over head_dim
+    const int64_t pv_vec = n_kv / (4 * w) * (4 * w);   // ... and over the KV cells
+    const int64_t sm_simd = n_kv / w * w;              // softmax's vector part of the padded row
+
+    // A work item is (KV head, block of tokens, sub-group of that KV head's query heads): it
+    // streams the K and V rows once for all its queries instead of once per query head. Up to 64
+    // queries per item keep the converted queries in L1; blocks and sub-groups shrink until there
+    // are enough items for the pool, which matters for decode.
+    int nh = group;
+    int64_t nt = std::max<int64_t>(1, std::min<int64_t>(n_tokens, 64 / group));
+    const auto n_items_for = [&](int sub, int64_t tb) {
+        return static_cast<int64_t>(shape.n_head_kv) * ((n_tokens + tb - 1) / tb) * (group / sub);
+    };
+    while (n_items_for(nh, nt) < 2 * pool.size() && (nh > 1 || nt > 1)) {
+        if (nt > 1) {
+            nt = (nt + 1) / 2;
+            continue;
+        }
+        int next = nh - 1;
+        while (group % next != 0) --next;
+        nh = next;
+    }
+    const int64_t n_tblocks = (n_tokens + nt - 1) / nt;
+    const int n_sub = group / nh;
+    const int64_t n_items = static_cast<int64_t>(shape.n_head_kv) * n_tblocks * n_sub;
+    const int64_t max_q = nt * nh;
+    const float* t16 = f16_table();
+
+    std::atomic<int64_t> next{0};
+    pool.run([&](int, int) {
+        // Per-thread scratch: the item's queries in dot format, their scores over the longest key
+        // range, one K / V row converted to fp32, and row-major V accumulators.
+        std::vector<float> qf(static_cast<size_t>(max_q * hd));
+        std::vector<uint8_t> q8(static_cast<size_t>(max_q * (hd / kQ8Block + 1)) * kQ8BlockBytes);
+        std::vector<float> scores(static_cast<size_t>(max_q * max_kv));
+        std::vector<float> row(static_cast<size_t>(std::max<int64_t>(hd, max_kv)));
+        std::vector<float> rows(static_cast<size_t>(4 * std::max<int64_t>(hd, max_kv)));
+        std::vector<float> acc;
+        for (;;) {
+            const int64_t item = next.fetch_add(1, std::memory_order_relaxed);
+            if (item >= n_items) break;
+            const int kvh = static_cast<int>(item / (n_tblocks * n_sub));
+            const int64_t tb = (item / n_sub) % n_tblocks;
+            const int sub = static_cast<int>(item % n_sub);
+            const int64_t t0 = tb * nt, tn = std::min(nt, n_tokens - t0);
+            const int h0 = kvh * group + sub * nh;
+            const int64_t nq = tn * nh;  // query qi = ti * nh + hi: token t0 + ti, head h0 + hi
+            const int64_t n_kv_end = first_pos + t0 + tn;  // keys the item's last token sees
+            const size_t k_off = elem_offset_bytes(k.type, static_cast<int64_t>(kvh) * hd);
+            const auto q_of = [&](int64_t qi) { return q + (t0 + qi / nh) * q_stride + static_cast<int64_t>(h0 + qi % nh) * hd; };
+            const auto out_of = [&](int64_t qi) {
+                return out + (t0 + qi / nh) * out_stride + static_cast<int64_t>(h0 + qi % nh) * hd;
+            };
+            const auto n_kv_of = [&](int64_t qi) { return first_pos + t0 + qi / nh + 1; };
+            // Queries of token t0 + ti see key j once ti >= j - first_pos - t0.
+            const auto first_q_seeing = [&](int64_t j) { return std::max<int64_t>(0, j - first_pos - t0) * nh; };
+
+            // Queries in the K cache's dot format (mul_mat converts src1 to the vec_dot type): F16
+            // values held exactly as fp32, Q8_0 blocks, or fp32 as they are.
+            for (int64_t qi = 0; qi < nq; ++qi) {
+                const float* src = q_of(qi);
+                float* dst = qf.data() + qi * hd;
+                if (k.type == kF16) {
+                    for (int d = 0; d < hd; ++d) dst[d] = t16[quant::fp32_to_fp16(src[d])];
+                } else if (k.type == kQ8_0) {
+                    quant::quantize(kQ8_0, src, q8.data() + qi * (hd / kQ8Block) * kQ8BlockBytes, hd, isa,
+                                    "attention query");
+                } else {
+                    std::memcpy(dst, src, sizeof(float) * hd);
+                }
+            }
+
+            // scores[qi][j] = q · k_j for the keys each query sees (a few extra dots of keys a query
+            // does not see are harmless: the softmax never reads them).
+            for (int64_t j0 = 0; j0 < n_kv_end; j0 += 4) {
+                const int64_t nj = std::min<int64_t>(4, n_kv_end - j0);
+                const int64_t first_q = first_q_seeing(j0);
+                if (k.type == kQ8_0) {
+                    for (int64_t j = j0; j < j0 + nj; ++j) {
+                        const uint8_t* kr = k.data + j * k.row_bytes + k_off;
+                        for (int64_t qi = first_q; qi < nq; ++qi) {
+                            scores[qi * max_kv + j] = dot_q8_0(kr, q8.data() + qi * (hd / kQ8Block) * kQ8BlockBytes, hd);
+                        }
+                    }
+                    continue;
+                }
+                const float* kf[4];
+                for (int64_t c = 0; c < 4; ++c) {
+                    const uint8_t* kr = k.data + (j0 + std::min(c, nj - 1)) * k.row_bytes + k_off;
+                    if (k.type == kF16) {
+                        float* dst = rows.data() + c * hd;
+                        f16_to_f32_row(reinterpret_cast<const uint16_t*>(kr), dst, hd, isa);  // exact
+                        kf[c] = dst;
+                    } else {
+                        kf[c] = reinterpret_cast<const float*>(kr);
+                    }
+                }
+                int64_t qi = first_q;
+                if (kq_gemm) {
+                    for (; qi + 4 <= nq; qi += 4) {
+                        const float* qs[4] = {qf.data() + qi * hd, qf.data() + (qi + 1) * hd, qf.data() + (qi + 2) * hd,
+                                              qf.data() + (qi + 3) * hd};
+                        float tile[16];
+                        dot_gemm_4x4(qs, kf, hd, tile, isa);
+                        for (int r = 0; r < 4; ++r) {
+                            for (int64_t c = 0; c < nj; ++c) scores[(qi + r) * max_kv + j0 + c] = tile[4 * r + c];
+                        }
+                    }
+                }
+                for (; qi < nq; ++qi) {
+                    const float* qv = qf.data() + qi * hd;
+                    for (int64_t c = 0; c < nj; ++c) {
+                        scores[qi * max_kv + j0 + c] = kq_gemm ? dot_gemm(qv, kf[c], hd, isa)
+                                                               : dot_gemv(qv, kf[c], hd, kq_vec, k.type == kF16, isa);
+                    }
+                }
+            }
+            // soft_max_ext: scale, causal mask (masked cells count as exp(-inf) = 0 in the padded
+            // row), softmax; then the probabilities in the V cache's format.
+            for (int64_t qi = 0; qi < nq; ++qi) {
+                float* sq = scores.data() + qi * max_kv;
+                const int64_t n = n_kv_of(qi);
+                for (int64_t j = 0; j < n; ++j) sq[j] *= shape.kq_scale;
+                softmax(sq, n, sm_simd, isa);
+                if (v.type == kF16) round_f16_row(sq, n, isa);
+                // Cells the query does not see weigh exactly 0, so queries of different tokens
+                // can share one pass over the item's cells below.
+                std::fill(sq + n, sq + n_kv_end, 0.0f);
+            }
+
+            if (v.transposed) {
+                // out[qi][d] = p[qi] · vᵀ[d]: one dot per output element, as mul_mat(Vᵀ, KQ), in
+                // tiles of 4 queries x 4 elements. Past a query's last cell its probabilities are
+                // 0, and fma(0, v, acc) = acc, so queries of different tokens share a tile.
+                for (int d0 = 0; d0 < hd; d0 += 4) {
+                    const int nd = std::min(4, hd - d0);
+                    const float* vf[4];
+                    for (int c = 0; c < 4; ++c) {
+                        const size_t vrow = static_cast<size_t>(kvh) * hd + d0 + std::min(c, nd - 1);
+                        const uint8_t* vr = v.data + vrow * v.row_bytes;
+                        if (v.type == kF16) {
+                            float* dst = rows.data() + static_cast<size_t>(c) * max_kv;
+                            f16_to_f32_row(reinterpret_cast<const uint16_t*>(vr), dst, n_kv_end, isa);
+                            vf[c] = dst;
+                        } else {
+                            vf[c] = reinterpret_cast<const float*>(vr);
+                        }
+                    }
+                    int64_t qi = 0;
+                    if (pv_gemm) {
+                        for (; qi + 4 <= nq; qi += 4) {
+                            const float* ps[4] = {scores.data() + qi * max_kv, scores.data() + (qi + 1) * max_kv,
+                                                  scores.data() + (qi + 2) * max_kv, scores.data() + (qi + 3) * max_kv};
+                            float tile[16];
+                            dot_gemm_4x4(ps, vf, n_kv_of(qi + 3), tile, isa);
+                            for (int r = 0; r < 4; ++r) {
+                                for (int c = 0; c < nd; ++c) out_of(qi + r)[d0 + c] = tile[4 * r + c];
+                            }
+                        }
+                    }
+                    for (; qi < nq; ++qi) {
+                        const float* p = scores.data() + qi * max_kv;
+                        const int64_t n = n_kv_of(qi);
+                        for (int c = 0; c < nd; ++c) {
+                            out_of(qi)[d0 + c] = pv_gemm ? dot_gemm(p, vf[c], n, isa)
+                                                         : dot_gemv(p, vf[c], n, pv_vec, v.type == kF16, isa);
+                        }
+                    }
+                }
+                continue;
+            }
+            // Row-major Q8_0 V: Σ_j p_j · dequant(v_j), fp32, in key order (flash attention's way).
+            const size_t v_off = elem_offset_bytes(v.type, static_cast<int64_t>(kvh) * hd);
+            acc.assign(static_cast<size_t>(nq * hd), 0.0f);
+            for (int64_t j = 0; j < n_kv_end; ++j) {
+                quant::dequantize(v.type, v.data + j * v.row_bytes + v_off, row.data(), hd, isa, "V cache");
+                for (int64_t qi = first_q_seeing(j); qi < nq; ++qi) {
+                    axpy_f32(scores[qi * max_kv + j], row.data(), acc.data() + qi * hd, hd);
+                }
+            }
+            for (int64_t qi = 0; qi < nq; ++qi) std::memcpy(out_of(qi), acc.data() + qi * hd, sizeof(float) * hd);
+        }
+    });
+}
+
+}  // namespace moe::kernels

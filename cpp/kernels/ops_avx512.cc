@@ -1,0 +1,179 @@
+// The element-wise and dot-product kernels of ggml's AVX-512 CPU build (llama.cpp's zen4,
+// skylakex, icelake, ... variants), reproduced operation for operation so results match it bit for
+// bit (see ops.h):
+//   - ggml_v_expf / ggml_v_silu: the 16-lane exp polynomial with its +1 folded into the
+//     polynomial and the scaling by 2^n done by vscalefps, saturating when |n| > 192;
+//   - ggml_vec_soft_max_f32: exp chunks of 16, each summed by _mm512_reduce_add_ps and added to a
+//     double;
+//   - tinyBLAS (llamafile sgemm) dots: one 16-lane FMA chain, hsum = _mm512_reduce_add_ps;
+//   - ggml_vec_dot: four 16-lane FMA accumulators over steps of 64, GGML_F32x16_REDUCE (x0 + x2,
+//     x1 + x3, x0 + x1, then _mm512_reduce_add_ps), the tail added one by one.
+// _mm512_reduce_add_ps is spelled out as GCC defines it (hi256 + lo256, hi128 + lo128, lanes
+// 0 + 2 / 1 + 3, lane 0 + 1) so the tree does not depend on this compiler's header.
+// Compiled with AVX-512 F/BW/VL/DQ + AVX2/FMA/F16C flags; entered only at the Avx512 level.
+#include "ops.h"
+
+#if defined(__x86_64__) || defined(_M_X64)
+
+#if (defined(__GNUC__) || defined(__clang__)) && !(defined(__AVX512F__) && defined(__AVX512DQ__) && defined(__FMA__))
+#error "ops_avx512.cc must be compiled with the AVX-512 F/BW/VL/DQ flags"
+#endif
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+namespace moe::kernels {
+
+namespace {
+
+// exp(x) as ggml's AVX-512 build computes it: n = round(x / ln2), b = x - n ln2 (two-part ln2),
+// exp(b) by a degree-5 polynomial ending in +1, scaled by 2^n with vscalefps; |n| > 192 gives 0
+// (n <= 0) or +inf.
+inline __m512 v_expf(__m512 x) {
+    const __m512 shift = _mm512_set1_ps(0x1.8p23f);
+    const __m512 z = _mm512_fmadd_ps(x, _mm512_set1_ps(0x1.715476p+0f), shift);
+    const __m512 n = _mm512_sub_ps(z, shift);
+    const __m512 b = _mm512_fnmadd_ps(n, _mm512_set1_ps(0x1.7f7d1cp-20f),
+                                      _mm512_fnmadd_ps(n, _mm512_set1_ps(0x1.62e4p-1f), x));
+    const __mmask16 huge = _mm512_cmp_ps_mask(_mm512_abs_ps(n), _mm512_set1_ps(192.0f), _CMP_GT_OQ);
+    const __m512 u = _mm512_mul_ps(b, b);
+    const __m512 hi = _mm512_fmadd_ps(_mm512_set1_ps(0x1.0e4020p-7f), b, _mm512_set1_ps(0x1.573e2ep-5f));
+    const __m512 mid = _mm512_fmadd_ps(_mm512_set1_ps(0x1.555e66p-3f), b, _mm512_set1_ps(0x1.fffdb6p-2f));
+    const __m512 lo = _mm512_fmadd_ps(_mm512_set1_ps(0x1.ffffecp-1f), b, _mm512_set1_ps(1.0f));
+    const __m512 j = _mm512_fmadd_ps(_mm512_fmadd_ps(hi, u, mid), u, lo);
+    // (the zero-masked form with every lane selected: GCC 12's plain _mm512_scalef_ps trips
+    // -Wuninitialized on its own header)
+    const __m512 res = _mm512_maskz_scalef_ps(static_cast<__mmask16>(0xffff), j, n);
+    if (huge == 0) return res;
+    const __mmask16 non_positive = _mm512_cmp_ps_mask(n, _mm512_setzero_ps(), _CMP_LE_OQ);
+    const __m512 saturated = _mm512_mask_blend_ps(non_positive, _mm512_set1_ps(std::numeric_limits<float>::infinity()),
+                                                  _mm512_setzero_ps());
+    return _mm512_mask_blend_ps(huge, res, saturated);
+}
+
+inline __m512 v_silu(__m512 x) {
+    const __m512 e = v_expf(_mm512_sub_ps(_mm512_setzero_ps(), x));
+    return _mm512_div_ps(x, _mm512_add_ps(_mm512_set1_ps(1.0f), e));
+}
+
+// GCC's _mm512_reduce_add_ps tree.
+inline float reduce16(__m512 v) {
+    const __m256 t3 = _mm256_add_ps(_mm512_extractf32x8_ps(v, 1), _mm512_extractf32x8_ps(v, 0));
+    const __m128 t6 = _mm_add_ps(_mm256_extractf128_ps(t3, 1), _mm256_castps256_ps128(t3));
+    const __m128 t8 = _mm_add_ps(t6, _mm_shuffle_ps(t6, t6, _MM_SHUFFLE(1, 0, 3, 2)));
+    return _mm_cvtss_f32(_mm_add_ss(t8, _mm_movehdup_ps(t8)));
+}
+
+inline __mmask16 lane_mask(int64_t count) {
+    return count >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << count) - 1u);
+}
+
+}  // namespace
+
+float expf_avx512(float x) { return _mm512_cvtss_f32(v_expf(_mm512_set1_ps(x))); }
+
+void softmax_avx512(float* x, int64_t n, int64_t n_simd) {
+    float max = -std::numeric_limits<float>::infinity();
+    for (int64_t i = 0; i < n; ++i) max = max > x[i] ? max : x[i];  // ggml_vec_max_f32
+    const __m512 vmax = _mm512_set1_ps(max);
+    const __m512 neg_inf = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
+    double sum = 0.0;
+    const int64_t vec_end = std::min(n, n_simd);
+    for (int64_t i = 0; i < vec_end; i += 16) {
+        // Lanes past n are masked cells of llama.cpp's padded row: exp(-inf) = 0.
+        const __mmask16 m = lane_mask(n - i);
+        const __m512 e = v_expf(_mm512_sub_ps(_mm512_mask_loadu_ps(neg_inf, m, x + i), vmax));
+        _mm512_mask_storeu_ps(x + i, m, e);
+        sum += static_cast<double>(reduce16(e));
+    }
+    for (int64_t i = std::max<int64_t>(n_simd, 0); i < n; ++i) {
+        const float e = std::exp(x[i] - max);
+        sum += static_cast<double>(e);
+        x[i] = e;
+    }
+    const float inv = static_cast<float>(1.0 / sum);
+    for (int64_t i = 0; i < n; ++i) x[i] *= inv;
+}
+
+void swiglu_avx512(const float* g, const float* u, float* y, int64_t n) {
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        _mm512_storeu_ps(y + i, _mm512_mul_ps(v_silu(_mm512_loadu_ps(g + i)), _mm512_loadu_ps(u + i)));
+    }
+    for (; i < n; ++i) y[i] = silu(g[i]) * u[i];
+}
+
+float dot_gemm_avx512(const float* a, const float* b, int64_t n) {
+    __m512 acc = _mm512_setzero_ps();
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) acc = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), acc);
+    if (i < n) {
+        const __mmask16 m = lane_mask(n - i);
+        acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i), acc);
+    }
+    return reduce16(acc);
+}
+
+void dot_gemm_4x4_avx512(const float* const a[4], const float* const b[4], int64_t n, float out[16]) {
+    // Sixteen named accumulators: GCC keeps them in zmm registers only when they are not an array.
+    __m512 c00 = _mm512_setzero_ps(), c01 = c00, c02 = c00, c03 = c00, c10 = c00, c11 = c00, c12 = c00, c13 = c00;
+    __m512 c20 = c00, c21 = c00, c22 = c00, c23 = c00, c30 = c00, c31 = c00, c32 = c00, c33 = c00;
+    const float *a0 = a[0], *a1 = a[1], *a2 = a[2], *a3 = a[3], *b0 = b[0], *b1 = b[1], *b2 = b[2], *b3 = b[3];
+    const auto step = [&](__m512 x0, __m512 x1, __m512 x2, __m512 x3, __m512 y0, __m512 y1, __m512 y2, __m512 y3) {
+        c00 = _mm512_fmadd_ps(x0, y0, c00), c01 = _mm512_fmadd_ps(x0, y1, c01);
+        c02 = _mm512_fmadd_ps(x0, y2, c02), c03 = _mm512_fmadd_ps(x0, y3, c03);
+        c10 = _mm512_fmadd_ps(x1, y0, c10), c11 = _mm512_fmadd_ps(x1, y1, c11);
+        c12 = _mm512_fmadd_ps(x1, y2, c12), c13 = _mm512_fmadd_ps(x1, y3, c13);
+        c20 = _mm512_fmadd_ps(x2, y0, c20), c21 = _mm512_fmadd_ps(x2, y1, c21);
+        c22 = _mm512_fmadd_ps(x2, y2, c22), c23 = _mm512_fmadd_ps(x2, y3, c23);
+        c30 = _mm512_fmadd_ps(x3, y0, c30), c31 = _mm512_fmadd_ps(x3, y1, c31);
+        c32 = _mm512_fmadd_ps(x3, y2, c32), c33 = _mm512_fmadd_ps(x3, y3, c33);
+    };
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        step(_mm512_loadu_ps(a0 + i), _mm512_loadu_ps(a1 + i), _mm512_loadu_ps(a2 + i), _mm512_loadu_ps(a3 + i),
+             _mm512_loadu_ps(b0 + i), _mm512_loadu_ps(b1 + i), _mm512_loadu_ps(b2 + i), _mm512_loadu_ps(b3 + i));
+    }
+    if (i < n) {
+        const __mmask16 m = lane_mask(n - i);
+        step(_mm512_maskz_loadu_ps(m, a0 + i), _mm512_maskz_loadu_ps(m, a1 + i), _mm512_maskz_loadu_ps(m, a2 + i),
+             _mm512_maskz_loadu_ps(m, a3 + i), _mm512_maskz_loadu_ps(m, b0 + i), _mm512_maskz_loadu_ps(m, b1 + i),
+             _mm512_maskz_loadu_ps(m, b2 + i), _mm512_maskz_loadu_ps(m, b3 + i));
+    }
+    const __m512 acc[16] = {c00, c01, c02, c03, c10, c11, c12, c13, c20, c21, c22, c23, c30, c31, c32, c33};
+    for (int t = 0; t < 16; ++t) out[t] = reduce16(acc[t]);
+}
+
+float dot_gemv_avx512(const float* a, const float* b, int64_t n, int64_t n_vec, bool double_tail) {
+    __m512 x[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+    const int64_t nv = std::min(n, n_vec);
+    int64_t i = 0;
+    for (; i + 64 <= nv; i += 64) {
+        for (int r = 0; r < 4; ++r) {
+            x[r] = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16 * r), _mm512_loadu_ps(b + i + 16 * r), x[r]);
+        }
+    }
+    for (int r = 0; r < 4 && i + 16 * r < nv; ++r) {  // a partial step: entries past n are zero
+        const __mmask16 m = lane_mask(nv - i - 16 * r);
+        x[r] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + i + 16 * r), _mm512_maskz_loadu_ps(m, b + i + 16 * r), x[r]);
+    }
+    x[0] = _mm512_add_ps(x[0], x[2]);
+    x[1] = _mm512_add_ps(x[1], x[3]);
+    x[0] = _mm512_add_ps(x[0], x[1]);
+    const float res = reduce16(x[0]);
+    if (double_tail) {
+        double sum = res;
+        for (int64_t t = std::max<int64_t>(n_vec, 0); t < n; ++t) sum += static_cast<double>(a[t] * b[t]);
+        return static_cast<float>(sum);
+    }
+    float sum = res;
+    for (int64_t t = std::max<int64_t>(n_vec, 0); t < n; ++t) sum = std::fma(a[t], b[t], sum);
+    return sum;
+}
+
+}  // namespace moe::kernels
+
+#endif  // x86-64

@@ -1,0 +1,385 @@
+// The forward pass of one chunk, in llama.cpp's order of operations (src/models/{llama,qwen2moe,
+// qwen3moe,olmoe}.cpp and llm_graph_context::build_attn / build_ffn / build_moe_ffn):
+//
+//   x = token_embd[tokens]
+//   per layer:  h = x + attn_output(attention(rope(qk_norm(q, k)), v))   (q,k,v from rms_norm(x))
+//               x = h + ffn(rms_norm(h))                                 (dense SwiGLU or MoE)
+//   logits = output(rms_norm(x))
+//
+// Every element-wise step is one fp32 operation per element in ggml's operand order, and the
+// kernels reproduce the arithmetic of the ggml build matching the kernel level (vector exp/SiLU,
+// softmax sums, tinyBLAS / vec_dot summation orders in attention, contracted RoPE): with the
+// matmuls reproducing llama.cpp's too, logits agree bit for bit (see kernels/ops.h).
+#include "forward.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <numeric>
+#include <string>
+
+#include "../common/error.h"
+#include "../kernels/matmul.h"
+#include "../kernels/ops.h"
+#include "../quant/quant.h"
+
+namespace moe::model {
+
+namespace {
+
+using kernels::WeightMatrix;
+
+constexpr int64_t kMaxExperts = 512;  // LLAMA_MAX_EXPERTS; hparams rejects more
+constexpr int kMaxRot = 1024;          // largest rotated width the stack cos/sin table holds
+// llama.cpp pads the KV cells an ubatch attends over (n_kv) to a multiple of this without flash
+// attention. Measured against the conformance oracle (node-llama-cpp 3.21.1): token-by-token decode
+// matches it bit for bit with 256 and not with 32 or 1 (the pad decides which cells ggml_vec_dot
+// sums in its vector part and which in its double tail).
+constexpr int64_t kLlamaKvPad = 256;
+
+template <class T>
+T* grow(std::vector<T>& v, size_t n) {
+    if (v.size() < n) v.resize(n);
+    return v.data();
+}
+
+void check_cancel(const std::atomic<bool>* cancel) {
+    if (cancel && cancel->load(std::memory_order_relaxed)) throw Error(ErrorCode::Aborted, "evaluation aborted");
+}
+
+// Runs fn(row) for rows [0, n_rows) of `width` values each, spread over the pool when large.
+template <class Fn>
+void for_rows(runtime::ThreadPool& pool, int64_t n_rows, int64_t width, Fn&& fn) {
+    const int64_t min_rows = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, width));
+    pool.parallel_for(n_rows, min_rows, [&](int64_t begin, int64_t end, int) {
+        for (int64_t r = begin; r < end; ++r) fn(r);
+    });
+}
+
+// y[r, :] += b for n_rows rows (ggml_add with a broadcast bias row).
+void add_bias(runtime::ThreadPool& pool, float* y, int64_t stride, int64_t n_rows, const Vector& b) {
+    if (!b) return;
+    for_rows(pool, n_rows, b.n, [&](int64_t r) {
+        float* row = y + r * stride;
+        for (int64_t i = 0; i < b.n; ++i) row[i] = row[i] + b.data[i];
+    });
+}
+
+// x[r, :] = y[r, :] + x[r, :] (the residual adds: ggml_add(cur, residual)).
+void add_residual(runtime::ThreadPool& pool, float* x, const float* y, int64_t n_rows, int64_t width) {
+    for_rows(pool, n_rows, width, [&](int64_t r) {
+        float* xr = x + r * width;
+        const float* yr = y + r * width;
+        for (int64_t i = 0; i < width; ++i) xr[i] = yr[i] + xr[i];
+    });
+}
+
+// a[r, 0:n] = silu(a[r, 0:n]) * b[r, 0:n] with row strides.
+void swiglu_rows(runtime::ThreadPool& pool, float* a, int64_t a_stride, const float* b, int64_t b_stride,
+                 int64_t n_rows, int64_t n, cpu::Isa isa) {
+    for_rows(pool, n_rows, n,
+             [&](int64_t r) { kernels::swiglu(a + r * a_stride, b + r * b_stride, a + r * a_stride, n, isa); });
+}
+
+void matmul(ModelState& m, const WeightMatrix& w, const float* x, int64_t x_stride, int64_t n, float* y,
+            int64_t y_stride) {
+    kernels::matmul(w, x, x_stride, n, y, y_stride, *m.pool, m.isa);
+}
+
+// Expert selection of one token (build_moe_ffn up to the weights):
+//   probs = softmax(logits) (or sigmoid); optional group-limited masking of the selection scores;
+//   top-k by score, descending, ties to the lower expert index; weights = probs[selected];
+//   optional renormalisation w / max(Σw, 2^-14) and scaling.
+// probs: [n_expert] in: logits, out: probabilities. scores: [n_expert] scratch.
+void route_token(const HParams& hp, const ArchSpec& spec, float* probs, float* scores, int32_t* sel, float* w,
+                 cpu::Isa isa) {
+    const int64_t X = hp.n_expert, K = hp.n_expert_used;
+    if (spec.gating == Gating::Softmax) {
+        kernels::softmax(probs, X, isa);
+    } else {
+        for (int64_t e = 0; e < X; ++e) probs[e] = 1.0f / (1.0f + std::exp(-probs[e]));
+    }
+    std::memcpy(scores, probs, sizeof(float) * X);
+
+    const auto better = [&](int32_t a, int32_t b) { return scores[a] > scores[b] || (scores[a] == scores[b] && a < b); };
+
+    if (hp.n_expert_groups > 1) {
+        // DeepSeek-V3 style: a group scores the sum of its two best experts; experts outside the
+        // n_group_used best groups cannot be selected.
+        const int64_t G = hp.n_expert_groups, per = X / G;
+        float group_score[kMaxExperts];
+        int32_t order[kMaxExperts];
+        for (int64_t g = 0; g < G; ++g) {
+            float b1 = -std::numeric_limits<float>::infinity(), b2 = b1;
+            for (int64_t j = 0; j < per; ++j) {
+                const float s = scores[g * per + j];
+                if (s > b1) {
+                    b2 = b1;
+                    b1 = s;
+                } else if (s > b2) {
+                    b2 = s;
+                }
+            }
+            group_score[g] = per >= 2 ? b1 + b2 : b1;
+            order[g] = static_cast<int32_t>(g);
+        }
+        std::sort(order, order + G, [&](int32_t a, int32_t b) {
+            return group_score[a] > group_score[b] || (group_score[a] == group_score[b] && a < b);
+        });
+        for (int64_t i = hp.n_group_used; i < G; ++i) {
+            for (int64_t j = 0; j < per; ++j) scores[order[i] * per + j] = -std::numeric_limits<float>::infinity();
+        }
+    }
+
+    // Top-k: a partial selection sort over small k keeps the comparator's total order.
+    int32_t idx[kMaxExperts];
+    std::iota(idx, idx + X, 0);
+    std::partial_sort(idx, idx + K, idx + X, better);
+    for (int64_t s = 0; s < K; ++s) {
+        sel[s] = idx[s];
+        w[s] = probs[idx[s]];
+    }
+    if (spec.norm_topk_weights) {
+        double sum = 0.0;  // ggml_sum_rows sums in double and stores fp32
+        for (int64_t s = 0; s < K; ++s) sum += static_cast<double>(w[s]);
+        float sumf = static_cast<float>(sum);
+        sumf = sumf < 6.103515625e-5f ? 6.103515625e-5f : sumf;  // ggml_clamp to the smallest normal half
+        for (int64_t s = 0; s < K; ++s) w[s] = w[s] / sumf;
+    }
+    const float scale = hp.expert_weights_scale;
+    if (scale != 0.0f && scale != 1.0f) {
+        for (int64_t s = 0; s < K; ++s) w[s] = w[s] * scale;
+    }
+}
+
+// The MoE FFN of nr rows: out[nr, n_embd] from xn[nr, n_embd].
+void moe_ffn(ModelState& m, const LayerWeights& L, const float* xn, int64_t nr, float* out) {
+    const HParams& hp = m.hp;
+    Workspace& ws = m.ws;
+    runtime::ThreadPool& pool = *m.pool;
+    const int64_t E = hp.n_embd, X = hp.n_expert, K = hp.n_expert_used, F = hp.n_ff_exp;
+    const int64_t R = nr * K;  // one expert row per (token, slot)
+
+    // Router logits in the router's own type (F32 in every converted model: exact selection).
+    float* probs = grow(ws.router, static_cast<size_t>(nr * X));
+    matmul(m, L.gate_inp, xn, E, nr, probs, X);
+    float* scores = grow(ws.sel_score, static_cast<size_t>(nr * X));
+    int32_t* sel = grow(ws.sel, static_cast<size_t>(R));
+    float* sw = grow(ws.sel_w, static_cast<size_t>(R));
+    pool.parallel_for(nr, 16, [&](int64_t begin, int64_t end, int) {
+        for (int64_t t = begin; t < end; ++t) route_token(hp, *m.spec, probs + t * X, scores + t * X, sel + t * K, sw + t * K, m.isa);
+    });
+
+    // Group the (token, slot) rows by expert (counting sort, stable in token then slot order), so
+    // every selected expert's weights are streamed once for all its rows.
+    int32_t* fill = grow(ws.expert_fill, static_cast<size_t>(X + 1));
+    std::fill(fill, fill + X + 1, 0);
+    for (int64_t r = 0; r < R; ++r) ++fill[sel[r] + 1];
+    for (int64_t e = 0; e < X; ++e) fill[e + 1] += fill[e];
+    int32_t* row_src = grow(ws.row_src, static_cast<size_t>(R));
+    int32_t* row_expert = grow(ws.row_expert, static_cast<size_t>(R));
+    int32_t* row_of = grow(ws.row_of, static_cast<size_t>(R));
+    int32_t* row_self = grow(ws.row_self, static_cast<size_t>(R));
+    for (int64_t t = 0; t < nr; ++t) {
+        for (int64_t s = 0; s < K; ++s) {
+            const int32_t e = sel[t * K + s];
+            const int32_t r = fill[e]++;
+            row_src[r] = static_cast<int32_t>(t);
+            row_expert[r] = e;
+            row_of[t * K + s] = r;
+        }
+    }
+    std::iota(row_self, row_self + R, 0);
+
+    // gate, up -> silu(gate) * up: act [R, F] (row stride act_stride).
+    float* act;
+    int64_t act_stride;
+    if (L.fused_gate_up) {
+        float* gu = grow(ws.exp_a, static_cast<size_t>(R * 2 * F));
+        kernels::matmul_experts(L.gate_up_exps, xn, E, row_src, row_expert, R, gu, 2 * F, pool, m.isa);
+        swiglu_rows(pool, gu, 2 * F, gu + F, 2 * F, R, F, m.isa);
+        act = gu;
+        act_stride = 2 * F;
+    } else {
+        float* g = grow(ws.exp_a, static_cast<size_t>(R * F));
+        float* u = grow(ws.exp_b, static_cast<size_t>(R * F));
+        kernels::matmul_experts(L.up_exps, xn, E, row_src, row_expert, R, u, F, pool, m.isa);
+        kernels::matmul_experts(L.gate_exps, xn, E, row_src, row_expert, R, g, F, pool, m.isa);
+        swiglu_rows(pool, g, F, u, F, R, F, m.isa);
+        act = g;
+        act_stride = F;
+    }
+    float* down = grow(ws.exp_out, static_cast<size_t>(R * E));
+    kernels::matmul_experts(L.down_exps, act, act_stride, row_self, row_expert, R, down, E, pool, m.isa);
+
+    // out = y_0 w_0 + y_1 w_1 + ...: each product rounded, summed in slot (descending score) order.
+    for_rows(pool, nr, E * K, [&](int64_t t) {
+        float* o = out + t * E;
+        const float* y0 = down + static_cast<int64_t>(row_of[t * K]) * E;
+        const float w0 = sw[t * K];
+        for (int64_t i = 0; i < E; ++i) o[i] = y0[i] * w0;
+        for (int64_t s = 1; s < K; ++s) {
+            const float* ys = down + static_cast<int64_t>(row_of[t * K + s]) * E;
+            const float wsv = sw[t * K + s];
+            for (int64_t i = 0; i < E; ++i) {
+                const float p = ys[i] * wsv;
+                o[i] = o[i] + p;
+            }
+        }
+    });
+
+    if (!L.shared) return;
+    // Shared expert: out += shexp(x) (· sigmoid gate for qwen2moe).
+    const int64_t S = L.shexp_gate.n_out;
+    float* a = grow(ws.ff_a, static_cast<size_t>(nr * S));
+    float* b = grow(ws.ff_b, static_cast<size_t>(nr * S));
+    matmul(m, L.shexp_up, xn, E, nr, b, S);
+    matmul(m, L.shexp_gate, xn, E, nr, a, S);
+    swiglu_rows(pool, a, S, b, S, nr, S, m.isa);
+    float* sh = grow(ws.exp_out, static_cast<size_t>(R * E));  // the routed rows are consumed by now
+    matmul(m, L.shexp_down, a, S, nr, sh, E);
+    const bool gated = m.spec->shared_expert == SharedExpert::SigmoidGated;
+    float* sg = grow(ws.shexp_s, static_cast<size_t>(nr));
+    if (gated) matmul(m, L.shexp_gate_inp, xn, E, nr, sg, 1);
+    for_rows(pool, nr, E, [&](int64_t t) {
+        float* o = out + t * E;
+        const float* y = sh + t * E;
+        if (gated) {
+            // llama.cpp writes sigmoid(s) as silu(s) / s (NaN for s == 0, as there).
+            const float s = sg[t];
+            const float gate = kernels::silu(s) / s;
+            for (int64_t i = 0; i < E; ++i) {
+                const float p = y[i] * gate;
+                o[i] = o[i] + p;
+            }
+        } else {
+            for (int64_t i = 0; i < E; ++i) o[i] = o[i] + y[i];
+        }
+    });
+}
+
+// The dense SwiGLU FFN of nr rows (build_ffn with LLM_FFN_SILU, LLM_FFN_PAR).
+void dense_ffn(ModelState& m, const LayerWeights& L, const float* xn, int64_t nr, float* out) {
+    Workspace& ws = m.ws;
+    const int64_t E = m.hp.n_embd, F = L.ffn_up.n_out;
+    float* a = grow(ws.ff_a, static_cast<size_t>(nr * F));
+    float* b = grow(ws.ff_b, static_cast<size_t>(nr * F));
+    matmul(m, L.ffn_up, xn, E, nr, b, F);
+    add_bias(*m.pool, b, F, nr, L.ffn_up_b);
+    matmul(m, L.ffn_gate, xn, E, nr, a, F);
+    add_bias(*m.pool, a, F, nr, L.ffn_gate_b);
+    swiglu_rows(*m.pool, a, F, b, F, nr, F, m.isa);
+    matmul(m, L.ffn_down, a, F, nr, out, E);
+    add_bias(*m.pool, out, E, nr, L.ffn_down_b);
+}
+
+}  // namespace
+
+void forward_chunk(ModelState& m, kv::KvCache& cache, const int32_t* tokens, uint32_t n, uint32_t pos0,
+                   uint32_t out_begin, float* logits, const std::atomic<bool>* cancel) {
+    const HParams& hp = m.hp;
+    const ModelWeights& W = m.w;
+    Workspace& ws = m.ws;
+    runtime::ThreadPool& pool = *m.pool;
+    const int64_t E = hp.n_embd, QW = hp.q_width(), KVW = hp.kv_width(), QKVW = QW + 2 * KVW;
+    const int hd = static_cast<int>(hp.head_dim);
+    const float eps = hp.rms_eps;
+
+    float* x = grow(ws.x, static_cast<size_t>(n) * E);    // x: [n, n_embd]
+    float* xn = grow(ws.xn, static_cast<size_t>(n) * E);  // xn: [n, n_embd]
+    float* qkv = grow(ws.qkv, static_cast<size_t>(n) * QKVW);  // qkv: [n, q | k | v]
+    float* attn = grow(ws.attn, static_cast<size_t>(n) * QW);  // attn: [n, q_width]
+    float* proj = grow(ws.proj, static_cast<size_t>(n) * E);   // proj: [n, n_embd]
+    int32_t* pos = grow(ws.pos, n);
+    for (uint32_t t = 0; t < n; ++t) pos[t] = static_cast<int32_t>(pos0 + t);
+    float* q = qkv;
+    float* k = qkv + QW;
+    float* v = qkv + QW + KVW;
+
+    // Token embeddings: the rows of token_embd, dequantized (ggml_get_rows).
+    {
+        const WeightMatrix& te = W.token_embd;
+        for_rows(pool, n, E, [&](int64_t t) {
+            quant::dequantize(te.type, te.data + static_cast<size_t>(tokens[t]) * te.row_bytes, x + t * E, E, m.isa,
+                              "token_embd.weight");
+        });
+    }
+
+    kernels::AttentionShape shape;
+    shape.n_head = static_cast<int>(hp.n_head);
+    shape.n_head_kv = static_cast<int>(hp.n_head_kv);
+    shape.head_dim = hd;
+    shape.kq_scale = hp.kq_scale;
+    // llama.cpp runs this chunk as one ubatch of n tokens over a KV range padded to kLlamaKvPad
+    // cells; both decide its attention summation orders, which the kernel reproduces.
+    shape.batch = n;
+    shape.n_kv = (static_cast<int64_t>(pos0) + n + kLlamaKvPad - 1) / kLlamaKvPad * kLlamaKvPad;
+
+    int64_t nr = n;  // rows still carried; the last layer keeps only the rows that produce logits
+    for (uint32_t il = 0; il < hp.n_layer; ++il) {
+        check_cancel(cancel);
+        const LayerWeights& L = W.layers[il];
+        const bool last = il + 1 == hp.n_layer;
+        const int64_t r0 = last ? out_begin : 0;
+
+        // Attention: every row's K and V go into the cache; queries only where outputs are needed.
+        kernels::rms_norm_rows(x, E, L.attn_norm.data, xn, E, n, E, eps, pool);
+        if (L.fused_qkv) {
+            matmul(m, L.wqkv, xn, E, n, qkv, QKVW);
+            add_bias(pool, qkv, QKVW, n, L.bqkv);
+        } else {
+            matmul(m, L.wq, xn, E, n, q, QKVW);
+            matmul(m, L.wk, xn, E, n, k, QKVW);
+            matmul(m, L.wv, xn, E, n, v, QKVW);
+        }
+        add_bias(pool, q, QKVW, n, L.bq);
+        add_bias(pool, k, QKVW, n, L.bk);
+        add_bias(pool, v, QKVW, n, L.bv);
+        const QkNorm qk_norm = m.spec->qk_norm;
+        const kernels::RopeConfig& rope = hp.rope;
+        for_rows(pool, n, QKVW, [&](int64_t t) {
+            float* qt = q + t * QKVW;
+            float* kt = k + t * QKVW;
+            if (qk_norm == QkNorm::PerHead) {
+                for (uint32_t h = 0; h < hp.n_head; ++h) kernels::rms_norm(qt + h * hd, L.q_norm.data, qt + h * hd, hd, eps);
+                for (uint32_t h = 0; h < hp.n_head_kv; ++h) kernels::rms_norm(kt + h * hd, L.k_norm.data, kt + h * hd, hd, eps);
+            } else if (qk_norm == QkNorm::Full) {
+                kernels::rms_norm(qt, L.q_norm.data, qt, QW, eps);
+                kernels::rms_norm(kt, L.k_norm.data, kt, KVW, eps);
+            }
+            float cs[kMaxRot];  // n_rot <= head_dim <= kMaxRot (checked at load)
+            kernels::rope_cache(rope, pos[t], cs, m.isa);
+            for (uint32_t h = 0; h < hp.n_head; ++h) kernels::rope_apply(rope, cs, qt + h * hd, m.isa);
+            for (uint32_t h = 0; h < hp.n_head_kv; ++h) kernels::rope_apply(rope, cs, kt + h * hd, m.isa);
+        });
+        cache.store_k(il, pos0, k, QKVW, n, m.isa);
+        cache.store_v(il, pos0, v, QKVW, n, m.isa);
+
+        nr = n - r0;
+        if (nr == 0) break;  // last layer of a chunk whose logits nobody reads
+        kernels::attention(shape, cache.k_rows(il), cache.v_rows(il), q + r0 * QKVW, QKVW, nr, pos0 + r0, attn, QW,
+                           pool, m.isa);
+        if (r0 > 0) std::memmove(x, x + r0 * E, sizeof(float) * static_cast<size_t>(nr * E));
+        matmul(m, L.wo, attn, QW, nr, proj, E);
+        add_bias(pool, proj, E, nr, L.bo);
+        add_residual(pool, x, proj, nr, E);  // x: [nr, n_embd] = attention out + residual
+
+        // FFN.
+        kernels::rms_norm_rows(x, E, L.ffn_norm.data, xn, E, nr, E, eps, pool);
+        if (L.moe) {
+            moe_ffn(m, L, xn, nr, proj);
+        } else {
+            dense_ffn(m, L, xn, nr, proj);
+        }
+        add_residual(pool, x, proj, nr, E);
+    }
+
+    const int64_t n_out = static_cast<int64_t>(n) - out_begin;
+    if (n_out == 0) return;
+    // nr == n_out here: the last layer compacted the output rows to the front of x.
+    kernels::rms_norm_rows(x, E, W.output_norm.data, xn, E, n_out, E, eps, pool);
+    matmul(m, W.output, xn, E, n_out, logits, hp.n_vocab);
+}
+
+}  // namespace moe::model

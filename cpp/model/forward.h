@@ -1,0 +1,69 @@
+// The loaded model's state shared by the Model object and its sequences, and the forward pass of
+// one chunk of tokens of one sequence. Internal to cpp/model.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "../cpu/cpu_features.h"
+#include "../gguf/gguf_file.h"
+#include "../kv/kv_cache.h"
+#include "../runtime/thread_pool.h"
+#include "arch.h"
+#include "hparams.h"
+#include "model.h"
+#include "weights.h"
+
+namespace moe::model {
+
+// Scratch activations of one chunk, grown on demand and reused across chunks and sequences.
+struct Workspace {
+    std::vector<float> x;        // [n, n_embd] residual stream
+    std::vector<float> xn;       // [n, n_embd] normed input of a block
+    std::vector<float> qkv;      // [n, q_width + 2 kv_width] q | k | v per row
+    std::vector<float> attn;     // [n, q_width] attention output before attn_output
+    std::vector<float> proj;     // [n, n_embd] block output before the residual add
+    std::vector<float> ff_a;     // dense / shared expert gate (then activation): [n, n_ff]
+    std::vector<float> ff_b;     // dense / shared expert up: [n, n_ff]
+    std::vector<float> router;   // [n, n_expert] logits, then probabilities
+    std::vector<float> sel_score;   // [n, n_expert] selection scores (group masking works on a copy)
+    std::vector<int32_t> sel;    // [n, k] selected experts, descending score
+    std::vector<float> sel_w;    // [n, k] their weights
+    std::vector<int32_t> row_src;     // [n k] token of each expert row (rows grouped by expert)
+    std::vector<int32_t> row_expert;  // [n k] expert of each row
+    std::vector<int32_t> row_self;    // [n k] identity: down projection reads row r of the activations
+    std::vector<int32_t> row_of;      // [n, k] row index of (token, slot)
+    std::vector<int32_t> expert_fill; // [n_expert + 1] counting-sort offsets
+    std::vector<float> exp_a;    // [n k, n_ff_exp] (or 2 n_ff_exp fused) gate -> activation
+    std::vector<float> exp_b;    // [n k, n_ff_exp] up
+    std::vector<float> exp_out;  // [n k, n_embd] down projections
+    std::vector<float> shexp_s;  // [n] shared-expert gate logit
+    std::vector<int32_t> pos;    // [n] positions
+};
+
+struct ModelState {
+    std::unique_ptr<gguf::GgufFile> file;  // owns the mapping every weight view points into
+    const ArchSpec* spec = nullptr;
+    HParams hp;
+    ModelWeights w;
+    ModelInfo info;
+    cpu::Isa isa = cpu::Isa::Scalar;
+    uint32_t kv_type = 1;  // ggml type of the KV cache rows
+    std::unique_ptr<runtime::ThreadPool> pool;
+    // The pool and the workspace serve one forward pass at a time, whichever sequence runs it.
+    std::mutex compute;
+    Workspace ws;
+};
+
+// Runs the forward pass over tokens[0..n) at positions pos0.. of a sequence whose cache holds
+// pos0 committed rows: stores the chunk's K/V rows (without committing them), and writes the
+// logits of rows [out_begin, n) to logits ([n - out_begin, n_vocab]). Rows before out_begin skip
+// the last layer's FFN and the output head, whose results nothing reads.
+// Throws Error(Aborted) when *cancel is set at a layer boundary.
+void forward_chunk(ModelState& m, kv::KvCache& cache, const int32_t* tokens, uint32_t n, uint32_t pos0,
+                   uint32_t out_begin, float* logits, const std::atomic<bool>* cancel);
+
+}  // namespace moe::model

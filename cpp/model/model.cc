@@ -1,0 +1,179 @@
+// Model::load and the Sequence implementation over the forward pass in forward.cc.
+#include "model.h"
+
+#include <algorithm>
+#include <memory>
+#include <new>
+#include <string>
+
+#include "../common/error.h"
+#include "../quant/ggml_types.h"
+#include "forward.h"
+
+namespace moe::model {
+
+namespace {
+
+constexpr uint32_t kChunk = 512;  // tokens per forward pass (llama.cpp's default ubatch)
+
+uint32_t ggml_type_of(KvCacheType t) {
+    switch (t) {
+        case KvCacheType::F32: return static_cast<uint32_t>(quant::GgmlType::F32);
+        case KvCacheType::Q8_0: return static_cast<uint32_t>(quant::GgmlType::Q8_0);
+        case KvCacheType::F16: break;
+    }
+    return static_cast<uint32_t>(quant::GgmlType::F16);
+}
+
+std::string string_key(const gguf::GgufFile& f, const char* key) {
+    const gguf::MetadataEntry* e = f.find(key);
+    return e && e->type == gguf::ValueType::String ? std::string(e->str) : std::string();
+}
+
+uint32_t u32_key(const gguf::GgufFile& f, const char* key) {
+    const gguf::MetadataEntry* e = f.find(key);
+    if (!e) return 0;
+    switch (e->type) {
+        case gguf::ValueType::U8: case gguf::ValueType::U16: case gguf::ValueType::U32: case gguf::ValueType::U64:
+            return e->u64 <= UINT32_MAX ? static_cast<uint32_t>(e->u64) : 0;
+        case gguf::ValueType::I8: case gguf::ValueType::I16: case gguf::ValueType::I32: case gguf::ValueType::I64:
+            return e->i64 >= 0 && e->i64 <= static_cast<int64_t>(UINT32_MAX) ? static_cast<uint32_t>(e->i64) : 0;
+        default:
+            return 0;
+    }
+}
+
+class SequenceImpl final : public Sequence {
+public:
+    SequenceImpl(std::shared_ptr<ModelState> m, uint32_t context_size)
+        : m_(std::move(m)),
+          cache_(m_->hp.n_layer, context_size, m_->hp.kv_width(), m_->hp.kv_width(), m_->hp.head_dim, m_->kv_type) {}
+
+    uint32_t length() const noexcept override { return cache_.length(); }
+    uint32_t context_size() const noexcept override { return cache_.capacity(); }
+
+    void truncate(uint32_t n) override { cache_.truncate(n); }
+
+    void evaluate(const int32_t* tokens, size_t n, bool all_logits, std::vector<float>& logits,
+                  const std::atomic<bool>* cancel) override {
+        const uint32_t n_vocab = m_->hp.n_vocab;
+        if (n == 0) throw Error(ErrorCode::InvalidArgument, "evaluate needs at least one token");
+        if (!tokens) throw Error(ErrorCode::InvalidArgument, "evaluate: null token array");
+        for (size_t i = 0; i < n; ++i) {
+            if (tokens[i] < 0 || static_cast<uint32_t>(tokens[i]) >= n_vocab) {
+                throw Error(ErrorCode::InvalidArgument, "token id " + std::to_string(tokens[i]) + " at index " +
+                                                            std::to_string(i) + " is outside the vocabulary [0, " +
+                                                            std::to_string(n_vocab) + ")");
+            }
+        }
+        const uint64_t length = cache_.length();
+        if (length + n > cache_.capacity()) {
+            throw Error(ErrorCode::ContextOverflow, "sequence of " + std::to_string(length) + " tokens cannot take " +
+                                                        std::to_string(n) + " more: the context holds " +
+                                                        std::to_string(cache_.capacity()));
+        }
+        try {
+            logits.resize(all_logits ? n * static_cast<size_t>(n_vocab) : n_vocab);
+        } catch (const std::bad_alloc&) {
+            throw Error(ErrorCode::OutOfMemory, "cannot allocate the logits of " + std::to_string(n) + " tokens");
+        }
+
+        std::lock_guard<std::mutex> lock(m_->compute);
+        try {
+            for (size_t start = 0; start < n; start += kChunk) {
+                if (cancel && cancel->load(std::memory_order_relaxed)) {
+                    throw Error(ErrorCode::Aborted, "evaluation aborted");
+                }
+                const uint32_t cn = static_cast<uint32_t>(std::min<size_t>(kChunk, n - start));
+                const bool final_chunk = start + cn == n;
+                // Rows of this chunk whose logits are wanted: all, the very last token, or none.
+                const uint32_t out_begin = all_logits ? 0 : (final_chunk ? cn - 1 : cn);
+                float* out = all_logits ? logits.data() + start * n_vocab : logits.data();
+                const uint32_t pos0 = cache_.length();
+                forward_chunk(*m_, cache_, tokens + start, cn, pos0, out_begin, out, cancel);
+                cache_.commit(pos0 + cn);  // only a completed chunk becomes part of the sequence
+            }
+        } catch (const std::bad_alloc&) {
+            throw Error(ErrorCode::OutOfMemory, "out of memory during evaluation");
+        }
+    }
+
+private:
+    std::shared_ptr<ModelState> m_;
+    kv::KvCache cache_;
+};
+
+class ModelImpl final : public Model {
+public:
+    explicit ModelImpl(std::shared_ptr<ModelState> m) : m_(std::move(m)) {}
+
+    const ModelInfo& info() const noexcept override { return m_->info; }
+
+    std::unique_ptr<Sequence> create_sequence(uint32_t context_size) override {
+        const uint32_t ctx = context_size ? context_size : m_->info.default_context_size;
+        return std::make_unique<SequenceImpl>(m_, ctx);
+    }
+
+private:
+    std::shared_ptr<ModelState> m_;  // shared with the sequences, which may outlive this object
+};
+
+}  // namespace
+
+std::unique_ptr<Model> Model::load(const std::string& path, const LoadOptions& options) {
+    cpu::require_isa(options.isa);
+    auto state = std::make_shared<ModelState>();
+    state->file = gguf::GgufFile::open(path);
+    const gguf::GgufFile& f = *state->file;
+
+    const gguf::MetadataEntry* arch = f.find("general.architecture");
+    if (!arch) throw Error(ErrorCode::ModelFormat, "missing key general.architecture");
+    if (arch->type != gguf::ValueType::String) {
+        throw Error(ErrorCode::ModelFormat, "key general.architecture is not a string");
+    }
+    const std::string arch_name(arch->str);
+    state->spec = find_arch(arch_name);
+    if (!state->spec) {
+        throw Error(ErrorCode::ModelFormat,
+                    "unsupported architecture '" + arch_name + "' (supported: " + supported_arch_names() + ")");
+    }
+    state->hp = read_hparams(f, *state->spec);
+    state->w = bind_weights(f, state->hp, *state->spec, options.on_progress);
+    const HParams& hp = state->hp;
+
+    state->isa = options.isa;
+    state->kv_type = ggml_type_of(options.kv_type);
+    if (options.kv_type == KvCacheType::Q8_0 && hp.head_dim % 32 != 0) {
+        throw Error(ErrorCode::InvalidArgument, "a Q8_0 KV cache needs a head size that is a multiple of 32 (this model: " +
+                                                    std::to_string(hp.head_dim) + ")");
+    }
+
+    ModelInfo& info = state->info;
+    info.architecture = arch_name;
+    info.name = string_key(f, "general.name");
+    info.vocab_size = hp.n_vocab;
+    info.context_length = hp.n_ctx_train;
+    info.block_count = hp.n_layer;
+    info.embedding_length = hp.n_embd;
+    info.expert_count = hp.n_expert;
+    info.expert_used_count = hp.n_expert_used;
+    info.shared_expert_count = state->spec->shared_expert != SharedExpert::None && hp.is_moe() ? 1 : 0;
+    // parameter_count: the elements of every tensor in the file (as llama.cpp's n_elements), so a
+    // tied embedding counts once. active_parameter_count: the same minus the routed experts a
+    // token does not use, i.e. embeddings + attention + norms + routers + shared experts + output
+    // head + expert_used_count routed experts per MoE layer.
+    for (const gguf::TensorInfo& t : f.tensors()) {
+        info.parameter_count += static_cast<uint64_t>(t.element_count());
+        info.size_bytes += t.nbytes;
+    }
+    info.active_parameter_count = info.parameter_count - std::min(info.parameter_count, state->w.inactive_expert_params);
+    info.file_type = u32_key(f, "general.file_type");
+    info.default_context_size = options.context_size ? options.context_size : std::min<uint32_t>(4096, hp.n_ctx_train);
+    info.n_threads = options.n_threads > 0 ? options.n_threads : runtime::ThreadPool::physical_cores();
+
+    if (options.on_progress && !options.on_progress(1.0)) throw Error(ErrorCode::Aborted, "model load aborted");
+    state->pool = std::make_unique<runtime::ThreadPool>(info.n_threads);
+    return std::make_unique<ModelImpl>(std::move(state));
+}
+
+}  // namespace moe::model

@@ -1,0 +1,84 @@
+// The engine's public face: load a model from GGUF and evaluate token sequences against it. The
+// N-API layer (cpp/napi/model_binding.cc) is the only caller; nothing here knows about JS.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "../cpu/cpu_features.h"
+
+namespace moe::model {
+
+enum class KvCacheType { F16, F32, Q8_0 };
+
+struct LoadOptions {
+    int n_threads = 0;               // 0: physical cores
+    uint32_t context_size = 0;       // default context for new sequences; 0: min(4096, training context)
+    KvCacheType kv_type = KvCacheType::F16;
+    cpu::Isa isa = cpu::Isa::Scalar; // kernel level (the caller passes cpu::active_isa())
+    // Called now and then with progress in [0, 1]; returning false aborts the load, which then
+    // throws moe::Error(Aborted) after releasing everything it mapped or allocated.
+    std::function<bool(double progress)> on_progress;
+};
+
+// What model.info shows in JS.
+struct ModelInfo {
+    std::string architecture;        // general.architecture
+    std::string name;                // general.name or ""
+    uint32_t vocab_size = 0;
+    uint32_t context_length = 0;     // training context ({arch}.context_length)
+    uint32_t block_count = 0;
+    uint32_t embedding_length = 0;
+    uint32_t expert_count = 0;       // 0 for dense models
+    uint32_t expert_used_count = 0;
+    uint32_t shared_expert_count = 0;
+    uint64_t parameter_count = 0;    // all weights
+    uint64_t active_parameter_count = 0;  // weights used per token (dense + router + shared + k routed experts)
+    uint32_t file_type = 0;          // general.file_type or 0
+    uint64_t size_bytes = 0;         // bytes of tensor data
+    uint32_t default_context_size = 0;
+    int n_threads = 0;
+};
+
+class Sequence;
+
+class Model {
+public:
+    // Maps, validates and prepares the model. Throws moe::Error: GgufFormat (bad file),
+    // ModelFormat (unsupported architecture naming the supported ones, missing tensor naming it,
+    // mis-shaped tensor naming expected and actual shape), UnsupportedType, Aborted, Io.
+    static std::unique_ptr<Model> load(const std::string& path, const LoadOptions& options);
+    virtual ~Model() = default;
+
+    virtual const ModelInfo& info() const noexcept = 0;
+
+    // A new, empty sequence with its own KV cache of `context_size` tokens (0: the default).
+    virtual std::unique_ptr<Sequence> create_sequence(uint32_t context_size) = 0;
+};
+
+class Sequence {
+public:
+    virtual ~Sequence() = default;
+
+    virtual uint32_t length() const noexcept = 0;        // tokens in the cache
+    virtual uint32_t context_size() const noexcept = 0;
+
+    // Drops cached tokens from position n on (n <= length()).
+    virtual void truncate(uint32_t n) = 0;
+    void clear() { truncate(0); }
+
+    // Appends `tokens` to the sequence and runs the forward pass over them (in chunks if needed).
+    // logits: resized to vocab_size (last token's logits) or n * vocab_size (all_logits).
+    // Throws: InvalidArgument for a token id outside the vocabulary (nothing is evaluated),
+    // ContextOverflow when length() + n > context_size() (nothing is evaluated, the sequence stays
+    // usable), Aborted when *cancel became true between chunks/layers (the sequence keeps the
+    // tokens that completed; length() says how many).
+    virtual void evaluate(const int32_t* tokens, size_t n, bool all_logits, std::vector<float>& logits,
+                          const std::atomic<bool>* cancel = nullptr) = 0;
+};
+
+}  // namespace moe::model
