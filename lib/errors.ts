@@ -56,6 +56,37 @@ export class OutOfMemoryError extends NodeMoeError {
   }
 }
 
+/** The file is a valid GGUF but not a model node-moe can run (unknown architecture, missing or mis-shaped tensor). */
+export class ModelFormatError extends NodeMoeError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, 'NODE_MOE_MODEL_FORMAT', options);
+  }
+}
+
+/** Evaluating would grow a sequence past its context size. Nothing was evaluated; the sequence stays usable. */
+export class ContextOverflowError extends NodeMoeError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, 'NODE_MOE_CONTEXT_OVERFLOW', options);
+  }
+}
+
+/** The model (or sequence) was disposed before or during the call. */
+export class ModelDisposedError extends NodeMoeError {
+  constructor(message = 'the model was disposed', options?: { cause?: unknown }) {
+    super(message, 'NODE_MOE_DISPOSED', options);
+  }
+}
+
+/**
+ * The work was aborted through its `signal` (name `AbortError`, code `ABORT_ERR`, as Node's own
+ * APIs); `cause` is the signal's reason.
+ */
+export class AbortError extends NodeMoeError {
+  constructor(message = 'the operation was aborted', options?: { cause?: unknown }) {
+    super(message, 'ABORT_ERR', options);
+  }
+}
+
 /** Turns an error thrown by the addon into the matching typed error; other values pass through. */
 export function translateNativeError(error: unknown, context: { path?: string } = {}): unknown {
   if (!(error instanceof Error) || error instanceof NodeMoeError) return error;
@@ -77,6 +108,12 @@ export function translateNativeError(error: unknown, context: { path?: string } 
       return new CpuUnsupportedError(error.message, { cause: error });
     case 'NODE_MOE_OUT_OF_MEMORY':
       return new OutOfMemoryError(error.message + where, { cause: error });
+    case 'NODE_MOE_MODEL_FORMAT':
+      return new ModelFormatError(error.message + where, { cause: error });
+    case 'NODE_MOE_CONTEXT_OVERFLOW':
+      return new ContextOverflowError(error.message, { cause: error });
+    case 'NODE_MOE_ABORTED':
+      return new AbortError(error.message, { cause: error });
     case 'NODE_MOE_INVALID_ARGUMENT':
       return new RangeError(error.message + where, { cause: error });
     case 'NODE_MOE_IO':

@@ -40,7 +40,52 @@ export interface NativeCpuInfo {
   features: Record<string, boolean>;
 }
 
+export interface NativeModelInfo {
+  architecture: string;
+  name: string;
+  vocabSize: number;
+  contextLength: number;
+  blockCount: number;
+  embeddingLength: number;
+  expertCount: number;
+  expertUsedCount: number;
+  sharedExpertCount: number;
+  parameterCount: number;
+  activeParameterCount: number;
+  fileType: number;
+  sizeBytes: number;
+  defaultContextSize: number;
+  threads: number;
+}
+
+/** Set by JS, polled by native work (model load, evaluation). */
+export interface NativeCancelFlag {
+  cancel(): void;
+}
+
+export interface NativeSequence {
+  evaluate(tokens: Int32Array, allLogits: boolean, cancel?: NativeCancelFlag): Promise<{ logits: Float32Array; length: number }>;
+  truncate(n: number): number;
+  length(): number;
+  contextSize(): number;
+  dispose(): void;
+}
+
+export interface NativeModel {
+  info(): NativeModelInfo;
+  createSequence(contextSize: number): NativeSequence;
+  dispose(): void;
+}
+
+export interface NativeLoadOptions {
+  threads?: number;
+  contextSize?: number;
+  kvCacheType?: string;
+}
+
 export interface NativeBinding {
+  loadModel(path: string, options: NativeLoadOptions, onProgress?: (progress: number) => void, cancel?: NativeCancelFlag): Promise<NativeModel>;
+  createCancelFlag(): NativeCancelFlag;
   napiVersion: number;
   readGgufInfo(path: string): Promise<NativeGgufInfo>;
   readGgufTensor(path: string, name: string, isa?: string): Promise<Float32Array>;

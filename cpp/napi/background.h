@@ -12,6 +12,7 @@
 #include <utility>
 #include <vector>
 
+#include "engine_thread.h"
 #include "errors.h"
 
 namespace moe::napi {
@@ -23,17 +24,18 @@ public:
     // `kept` holds the keep_alive values, in order, so to_js can return one of them.
     using ToJs = std::function<Napi::Value(Napi::Env, Result&, const std::vector<Napi::ObjectReference>& kept)>;
 
-    // Starts `work` on a new thread; the returned Promise resolves with to_js(result) or rejects
-    // with the translated engine error. `keep_alive` values (typed arrays whose memory the work
-    // reads or writes) are referenced until the Promise settles.
-    static Napi::Promise run(Napi::Env env, Work work, ToJs to_js, std::initializer_list<Napi::Value> keep_alive = {}) {
+    // Starts `work` on a new thread, or queues it on `engine` when given; the returned Promise
+    // resolves with to_js(result) or rejects with the translated engine error. `keep_alive` values
+    // (typed arrays whose memory the work reads or writes) are referenced until the Promise settles.
+    static Napi::Promise run(Napi::Env env, Work work, ToJs to_js, std::initializer_list<Napi::Value> keep_alive = {},
+                             EngineThread* engine = nullptr) {
         auto* task = new BackgroundTask(env, std::move(work), std::move(to_js));
         for (const Napi::Value& v : keep_alive) {
             if (v.IsObject()) task->refs_.push_back(Napi::Persistent(v.As<Napi::Object>()));
         }
         Napi::Promise promise = task->deferred_.Promise();
         task->tsfn_ = Tsfn::New(env, "node-moe", 0, 1, task, &BackgroundTask::Finalize, static_cast<void*>(nullptr));
-        std::thread([task] {
+        auto body = [task] {
             try {
                 task->result_.emplace(task->work_());
             } catch (...) {
@@ -44,7 +46,12 @@ public:
             // finalizer below still deletes the task.
             tsfn.BlockingCall();
             tsfn.Release();
-        }).detach();
+        };
+        if (engine) {
+            engine->post(std::move(body));
+        } else {
+            std::thread(std::move(body)).detach();
+        }
         return promise;
     }
 

@@ -17,6 +17,8 @@ const char* code_string(ErrorCode code) {
         case ErrorCode::Io: return "NODE_MOE_IO";
         case ErrorCode::OutOfMemory: return "NODE_MOE_OUT_OF_MEMORY";
         case ErrorCode::Aborted: return "NODE_MOE_ABORTED";
+        case ErrorCode::ContextOverflow: return "NODE_MOE_CONTEXT_OVERFLOW";
+        case ErrorCode::ModelFormat: return "NODE_MOE_MODEL_FORMAT";
     }
     return "NODE_MOE_INTERNAL";
 }

@@ -24,11 +24,17 @@ export async function llamaCppNextTokenProbabilities(
   tokens: readonly number[],
   positions: readonly number[],
   vocabSize: number,
+  options: { flashAttention?: boolean } = {},
 ): Promise<Float64Array[]> {
   const llama = await oracle();
   const model = await llama.loadModel({ modelPath, gpuLayers: 0 });
   try {
-    const context = await model.createContext({ contextSize: 256, threads: ORACLE_THREADS, sequences: 1 });
+    const context = await model.createContext({
+      contextSize: 256,
+      threads: ORACLE_THREADS,
+      sequences: 1,
+      ...(options.flashAttention === undefined ? {} : { flashAttention: options.flashAttention }),
+    });
     try {
       const want = new Set(positions);
       const items = tokens.map((t, i) =>
@@ -63,4 +69,36 @@ export function argmax(p: Float64Array): number {
   let best = 0;
   for (let i = 1; i < p.length; i++) if (p[i]! > p[best]!) best = i;
   return best;
+}
+
+/** Greedy continuation of `prompt` by llama.cpp: `count` token ids. */
+export async function llamaCppGreedy(
+  modelPath: string,
+  prompt: readonly number[],
+  count: number,
+  options: { flashAttention?: boolean } = {},
+): Promise<number[]> {
+  const llama = await oracle();
+  const model = await llama.loadModel({ modelPath, gpuLayers: 0 });
+  try {
+    const context = await model.createContext({
+      contextSize: 256,
+      threads: ORACLE_THREADS,
+      sequences: 1,
+      ...(options.flashAttention === undefined ? {} : { flashAttention: options.flashAttention }),
+    });
+    try {
+      const out: number[] = [];
+      const sequence = context.getSequence();
+      for await (const token of sequence.evaluate(prompt as number[] as never, { temperature: 0 })) {
+        out.push(token as number);
+        if (out.length >= count) break;
+      }
+      return out;
+    } finally {
+      await context.dispose();
+    }
+  } finally {
+    await model.dispose();
+  }
 }

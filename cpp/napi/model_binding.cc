@@ -1,0 +1,315 @@
+// Model, Sequence and CancelFlag as seen from JS (better-sqlite3 style: one native class each,
+// wrapped by lib/model.ts). Options are parsed into plain structs on the JS thread; loading runs on
+// a thread of its own, evaluations on the model's EngineThread.
+#include <cmath>
+#include <cstring>
+#include <future>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "../common/error.h"
+#include "../cpu/cpu_features.h"
+#include "../model/model.h"
+#include "background.h"
+#include "bindings.h"
+#include "engine_thread.h"
+#include "errors.h"
+
+namespace moe::napi {
+
+namespace {
+
+// What every job on a model shares. Jobs hold it by shared_ptr, so neither the model nor its engine
+// thread can go away under a running evaluation.
+struct ModelState {
+    std::unique_ptr<model::Model> model;
+    EngineThread engine;
+};
+
+// A flag JS sets (AbortSignal → cancel()) and native work polls.
+class CancelFlag : public Napi::ObjectWrap<CancelFlag> {
+public:
+    static Napi::Function define(Napi::Env env) {
+        return DefineClass(env, "CancelFlag", {InstanceMethod<&CancelFlag::cancel>("cancel")});
+    }
+    explicit CancelFlag(const Napi::CallbackInfo& info) : Napi::ObjectWrap<CancelFlag>(info) {}
+    std::shared_ptr<std::atomic<bool>> flag() const { return flag_; }
+
+private:
+    Napi::Value cancel(const Napi::CallbackInfo& info) {
+        flag_->store(true);
+        return info.Env().Undefined();
+    }
+    std::shared_ptr<std::atomic<bool>> flag_ = std::make_shared<std::atomic<bool>>(false);
+};
+
+// Constructors per Node environment (the addon is context-aware: worker threads get their own).
+struct Constructors {
+    Napi::FunctionReference cancel_flag, sequence, model;
+};
+
+Constructors& constructors(Napi::Env env) { return *env.GetInstanceData<Constructors>(); }
+
+std::shared_ptr<std::atomic<bool>> cancel_argument(const Napi::Value& v) {
+    if (v.IsUndefined() || v.IsNull()) return nullptr;
+    if (!v.IsObject() || !v.As<Napi::Object>().InstanceOf(constructors(v.Env()).cancel_flag.Value())) {
+        throw Napi::TypeError::New(v.Env(), "expected a CancelFlag");
+    }
+    return CancelFlag::Unwrap(v.As<Napi::Object>())->flag();
+}
+
+double number_option(const Napi::Object& o, const char* key, double fallback) {
+    if (!o.Has(key) || o.Get(key).IsUndefined()) return fallback;
+    if (!o.Get(key).IsNumber()) throw Napi::TypeError::New(o.Env(), std::string(key) + " must be a number");
+    return o.Get(key).As<Napi::Number>().DoubleValue();
+}
+
+model::KvCacheType kv_type_option(const Napi::Object& o) {
+    if (!o.Has("kvCacheType") || o.Get("kvCacheType").IsUndefined()) return model::KvCacheType::F16;
+    const std::string t = o.Get("kvCacheType").ToString().Utf8Value();
+    if (t == "F16") return model::KvCacheType::F16;
+    if (t == "F32") return model::KvCacheType::F32;
+    if (t == "Q8_0") return model::KvCacheType::Q8_0;
+    throw Error(ErrorCode::InvalidArgument, "kvCacheType must be 'F16', 'F32' or 'Q8_0', got '" + t + "'");
+}
+
+Napi::Object info_to_js(Napi::Env env, const model::ModelInfo& i) {
+    Napi::Object o = Napi::Object::New(env);
+    const auto num = [&](double v) { return Napi::Number::New(env, v); };
+    o.Set("architecture", i.architecture);
+    o.Set("name", i.name);
+    o.Set("vocabSize", num(i.vocab_size));
+    o.Set("contextLength", num(i.context_length));
+    o.Set("blockCount", num(i.block_count));
+    o.Set("embeddingLength", num(i.embedding_length));
+    o.Set("expertCount", num(i.expert_count));
+    o.Set("expertUsedCount", num(i.expert_used_count));
+    o.Set("sharedExpertCount", num(i.shared_expert_count));
+    o.Set("parameterCount", num(static_cast<double>(i.parameter_count)));
+    o.Set("activeParameterCount", num(static_cast<double>(i.active_parameter_count)));
+    o.Set("fileType", num(i.file_type));
+    o.Set("sizeBytes", num(static_cast<double>(i.size_bytes)));
+    o.Set("defaultContextSize", num(i.default_context_size));
+    o.Set("threads", num(i.n_threads));
+    return o;
+}
+
+class SequenceHandle : public Napi::ObjectWrap<SequenceHandle> {
+public:
+    static Napi::Function define(Napi::Env env) {
+        return DefineClass(env, "Sequence",
+                           {InstanceMethod<&SequenceHandle::evaluate>("evaluate"),
+                            InstanceMethod<&SequenceHandle::truncate>("truncate"),
+                            InstanceMethod<&SequenceHandle::length>("length"),
+                            InstanceMethod<&SequenceHandle::context_size>("contextSize"),
+                            InstanceMethod<&SequenceHandle::dispose>("dispose")});
+    }
+    explicit SequenceHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<SequenceHandle>(info) {}
+
+    void attach(std::shared_ptr<ModelState> state, std::shared_ptr<model::Sequence> sequence) {
+        state_ = std::move(state);
+        sequence_ = std::move(sequence);
+    }
+
+private:
+    std::shared_ptr<model::Sequence> live(Napi::Env env) const {
+        if (!sequence_) throw Napi::Error::New(env, "the sequence was disposed");
+        return sequence_;
+    }
+
+    // evaluate(tokens: Int32Array, allLogits: boolean, cancel?: CancelFlag) → Promise<{logits, length}>
+    Napi::Value evaluate(const Napi::CallbackInfo& info) {
+        Napi::Env env = info.Env();
+        auto sequence = live(env);
+        if (info.Length() < 1 || !info[0].IsTypedArray() ||
+            info[0].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) {
+            throw Napi::TypeError::New(env, "tokens must be an Int32Array");
+        }
+        Napi::Int32Array js_tokens = info[0].As<Napi::Int32Array>();
+        std::vector<int32_t> tokens(js_tokens.Data(), js_tokens.Data() + js_tokens.ElementLength());
+        const bool all_logits = info.Length() > 1 && info[1].ToBoolean().Value();
+        auto cancel = info.Length() > 2 ? cancel_argument(info[2]) : nullptr;
+        struct Result {
+            std::vector<float> logits;
+            uint32_t length = 0;
+        };
+        auto state = state_;
+        return BackgroundTask<Result>::run(
+            env,
+            [state, sequence, tokens = std::move(tokens), all_logits, cancel]() {
+                Result r;
+                sequence->evaluate(tokens.data(), tokens.size(), all_logits, r.logits, cancel.get());
+                r.length = sequence->length();
+                return r;
+            },
+            [](Napi::Env env, Result& r, const std::vector<Napi::ObjectReference>&) -> Napi::Value {
+                auto* heap = new std::vector<float>(std::move(r.logits));
+                Napi::ArrayBuffer buffer = Napi::ArrayBuffer::New(
+                    env, heap->data(), heap->size() * sizeof(float),
+                    [](Napi::Env, void*, std::vector<float>* v) { delete v; }, heap);
+                Napi::Object out = Napi::Object::New(env);
+                out.Set("logits", Napi::Float32Array::New(env, heap->size(), buffer, 0));
+                out.Set("length", Napi::Number::New(env, r.length));
+                return out;
+            },
+            {}, &state->engine);
+    }
+
+    // Only called by lib/ when no evaluation of this sequence is in flight.
+    Napi::Value truncate(const Napi::CallbackInfo& info) {
+        Napi::Env env = info.Env();
+        auto sequence = live(env);
+        const double n = info.Length() > 0 && info[0].IsNumber() ? info[0].As<Napi::Number>().DoubleValue() : -1;
+        if (!(n >= 0) || std::floor(n) != n || n > sequence->length()) {
+            throw Napi::RangeError::New(env, "truncate(n) needs an integer 0 <= n <= length (" +
+                                                 std::to_string(sequence->length()) + ")");
+        }
+        call_engine(env, [&] { sequence->truncate(static_cast<uint32_t>(n)); });
+        return Napi::Number::New(env, sequence->length());
+    }
+
+    Napi::Value length(const Napi::CallbackInfo& info) {
+        return Napi::Number::New(info.Env(), live(info.Env())->length());
+    }
+
+    Napi::Value context_size(const Napi::CallbackInfo& info) {
+        return Napi::Number::New(info.Env(), live(info.Env())->context_size());
+    }
+
+    // Drops this handle's references; a job still running keeps the sequence alive until it ends.
+    Napi::Value dispose(const Napi::CallbackInfo& info) {
+        sequence_.reset();
+        state_.reset();
+        return info.Env().Undefined();
+    }
+
+    std::shared_ptr<ModelState> state_;
+    std::shared_ptr<model::Sequence> sequence_;
+};
+
+class ModelHandle : public Napi::ObjectWrap<ModelHandle> {
+public:
+    static Napi::Function define(Napi::Env env) {
+        return DefineClass(env, "Model",
+                           {InstanceMethod<&ModelHandle::info>("info"),
+                            InstanceMethod<&ModelHandle::create_sequence>("createSequence"),
+                            InstanceMethod<&ModelHandle::dispose>("dispose")});
+    }
+    explicit ModelHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ModelHandle>(info) {}
+    void attach(std::shared_ptr<ModelState> state) { state_ = std::move(state); }
+
+private:
+    std::shared_ptr<ModelState> live(Napi::Env env) const {
+        if (!state_) throw Napi::Error::New(env, "the model was disposed");
+        return state_;
+    }
+
+    Napi::Value info(const Napi::CallbackInfo& info) { return info_to_js(info.Env(), live(info.Env())->model->info()); }
+
+    Napi::Value create_sequence(const Napi::CallbackInfo& info) {
+        Napi::Env env = info.Env();
+        auto state = live(env);
+        const double ctx = info.Length() > 0 && info[0].IsNumber() ? info[0].As<Napi::Number>().DoubleValue() : 0;
+        if (!(ctx >= 0) || std::floor(ctx) != ctx || ctx > 16777216) {
+            throw Napi::RangeError::New(env, "contextSize must be an integer from 1 to 16777216");
+        }
+        std::shared_ptr<model::Sequence> sequence =
+            call_engine(env, [&] { return std::shared_ptr<model::Sequence>(state->model->create_sequence(static_cast<uint32_t>(ctx))); });
+        Napi::Object handle = constructors(env).sequence.New({});
+        SequenceHandle::Unwrap(handle)->attach(state, std::move(sequence));
+        return handle;
+    }
+
+    // Drops this handle's reference. Jobs and sequences still holding the state keep it alive; the
+    // weights are unmapped when the last of them lets go (lib/ disposes sequences first).
+    Napi::Value dispose(const Napi::CallbackInfo& info) {
+        state_.reset();
+        return info.Env().Undefined();
+    }
+
+    std::shared_ptr<ModelState> state_;
+};
+
+// loadModel(path, options, onProgress?: (p) => void, cancel?: CancelFlag) → Promise<Model>
+Napi::Value load_model(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    return call_engine(env, [&]() -> Napi::Value {
+        if (info.Length() < 1 || !info[0].IsString()) throw Napi::TypeError::New(env, "path must be a string");
+        const std::string path = info[0].As<Napi::String>().Utf8Value();
+        Napi::Object opts = info.Length() > 1 && info[1].IsObject() ? info[1].As<Napi::Object>() : Napi::Object::New(env);
+        model::LoadOptions options;
+        options.n_threads = static_cast<int>(number_option(opts, "threads", 0));
+        options.context_size = static_cast<uint32_t>(number_option(opts, "contextSize", 0));
+        options.kv_type = kv_type_option(opts);
+        options.isa = cpu::active_isa();
+        auto cancel = info.Length() > 3 ? cancel_argument(info[3]) : nullptr;
+
+        std::shared_ptr<Napi::ThreadSafeFunction> progress;
+        if (info.Length() > 2 && info[2].IsFunction()) {
+            progress = std::make_shared<Napi::ThreadSafeFunction>(
+                Napi::ThreadSafeFunction::New(env, info[2].As<Napi::Function>(), "node-moe-load-progress", 0, 1));
+        }
+        // The loader waits for each progress callback to finish, so an abort requested from inside
+        // onProgress is seen at the very next check.
+        options.on_progress = [progress, cancel](double p) {
+            if (progress) {
+                struct Call {
+                    double value;
+                    std::promise<void> done;
+                };
+                auto* call = new Call{p, {}};
+                std::future<void> done = call->done.get_future();
+                const napi_status status = progress->NonBlockingCall(call, [](Napi::Env env, Napi::Function fn, Call* c) {
+                    if (env != nullptr) {
+                        try {
+                            fn.Call({Napi::Number::New(env, c->value)});
+                        } catch (const Napi::Error&) {
+                            // A throwing onProgress must not take the load down with it.
+                        }
+                    }
+                    c->done.set_value();
+                    delete c;
+                });
+                if (status == napi_ok) {
+                    done.wait();
+                } else {
+                    delete call;
+                }
+            }
+            return !(cancel && cancel->load());
+        };
+        return BackgroundTask<std::shared_ptr<ModelState>>::run(
+            env,
+            [path, options, progress]() {
+                struct ReleaseProgress {
+                    std::shared_ptr<Napi::ThreadSafeFunction> p;
+                    ~ReleaseProgress() {
+                        if (p) p->Release();
+                    }
+                } release{progress};
+                auto state = std::make_shared<ModelState>();
+                state->model = model::Model::load(path, options);
+                return state;
+            },
+            [](Napi::Env env, std::shared_ptr<ModelState>& state, const std::vector<Napi::ObjectReference>&) -> Napi::Value {
+                Napi::Object handle = constructors(env).model.New({});
+                ModelHandle::Unwrap(handle)->attach(std::move(state));
+                return handle;
+            });
+    });
+}
+
+Napi::Value create_cancel_flag(const Napi::CallbackInfo& info) { return constructors(info.Env()).cancel_flag.New({}); }
+
+}  // namespace
+
+void init_model_binding(Napi::Env env, Napi::Object exports) {
+    auto* ctors = new Constructors{Napi::Persistent(CancelFlag::define(env)), Napi::Persistent(SequenceHandle::define(env)),
+                                   Napi::Persistent(ModelHandle::define(env))};
+    env.SetInstanceData(ctors);  // deleted with the environment
+    exports.Set("loadModel", Napi::Function::New(env, load_model, "loadModel"));
+    exports.Set("createCancelFlag", Napi::Function::New(env, create_cancel_flag, "createCancelFlag"));
+}
+
+}  // namespace moe::napi

@@ -1,0 +1,291 @@
+/**
+ * Models and sequences: load a GGUF model, evaluate token sequences against it. All long work runs
+ * on native threads of node-moe's own (one engine thread per model); the event loop stays free.
+ */
+import { loadBinding } from './binding.js';
+import { AbortError, ModelDisposedError, translateNativeError } from './errors.js';
+import { readGgufInfo } from './gguf/read.js';
+import type { NativeCancelFlag, NativeModel, NativeModelInfo, NativeSequence } from './native-types.js';
+import { createTokenizer, type TokenizeOptions, type Tokenizer } from './tokenizer/tokenizer.js';
+
+/** KV cache element type. */
+export type KvCacheType = 'F16' | 'F32' | 'Q8_0';
+
+export interface LoadModelOptions {
+  /** Threads for the forward pass. Default: the number of physical cores (never more unless asked). */
+  threads?: number;
+  /** Default context size (tokens) of new sequences. Default: min(4096, the model's training context). */
+  contextSize?: number;
+  /** Element type of the KV cache. Default: `'F16'`. */
+  kvCacheType?: KvCacheType;
+  /** Aborts the load; everything mapped so far is released and the promise rejects with `AbortError`. */
+  signal?: AbortSignal;
+  /** Called with the load progress, from 0 to 1. */
+  onProgress?: (progress: number) => void;
+}
+
+/** What a loaded model is. */
+export interface ModelInfo {
+  /** `general.architecture`, e.g. `'qwen3moe'`. */
+  architecture: string;
+  /** `general.name`, or `''`. */
+  name: string;
+  vocabSize: number;
+  /** Training context length. */
+  contextLength: number;
+  blockCount: number;
+  embeddingLength: number;
+  /** Routed experts per MoE layer (0 for dense models). */
+  expertCount: number;
+  /** Experts each token is routed to. */
+  expertUsedCount: number;
+  sharedExpertCount: number;
+  /** Every weight of the model. */
+  parameterCount: number;
+  /** Weights one token uses: dense parts, routers, shared experts and `expertUsedCount` routed experts per MoE layer. */
+  activeParameterCount: number;
+  /** `general.file_type`, or 0. */
+  fileType: number;
+  /** Bytes of tensor data. */
+  sizeBytes: number;
+}
+
+export interface CreateSequenceOptions {
+  /** Tokens this sequence can hold. Default: the model's `contextSize` load option. */
+  contextSize?: number;
+}
+
+export interface EvaluateOptions {
+  /** Return the logits after every token (`n_tokens * vocabSize` values) instead of only the last. Default `false`. */
+  allLogits?: boolean;
+  /** Aborts between layers; the sequence keeps what was evaluated before the abort. */
+  signal?: AbortSignal;
+}
+
+function cancelFlagFor(signal: AbortSignal | undefined): { flag?: NativeCancelFlag; done: () => void } {
+  if (!signal) return { done: () => {} };
+  signal.throwIfAborted();
+  const flag = loadBinding().createCancelFlag();
+  const onAbort = () => flag.cancel();
+  signal.addEventListener('abort', onAbort, { once: true });
+  return { flag, done: () => signal.removeEventListener('abort', onAbort) };
+}
+
+function translate(error: unknown, signal?: AbortSignal, path?: string): unknown {
+  const e = translateNativeError(error, path === undefined ? {} : { path });
+  if (e instanceof AbortError && signal?.aborted) return new AbortError(e.message, { cause: signal.reason });
+  return e;
+}
+
+/** A token sequence with its own KV cache. Evaluations of one sequence run in call order. */
+export class Sequence {
+  #native: NativeSequence | undefined;
+  #model: Model;
+  #length = 0;
+  #queue: Promise<unknown> = Promise.resolve();
+  #pending = 0;
+  #cancelAll = new Set<NativeCancelFlag>();
+
+  /** @internal */
+  constructor(model: Model, native: NativeSequence) {
+    this.#model = model;
+    this.#native = native;
+  }
+
+  /** Tokens in the cache. */
+  get length(): number {
+    return this.#length;
+  }
+
+  get contextSize(): number {
+    return this.#live().contextSize();
+  }
+
+  get disposed(): boolean {
+    return this.#native === undefined;
+  }
+
+  #live(): NativeSequence {
+    if (!this.#native) throw new ModelDisposedError('the sequence was disposed');
+    return this.#native;
+  }
+
+  /**
+   * Appends `tokens` and returns the logits after the last one (`Float32Array(vocabSize)`), or after
+   * every one with `allLogits`. Evaluating `[a, b, c]` then `[d]` equals evaluating `[a, b, c, d]`.
+   * A token outside the vocabulary is a `RangeError`; going past `contextSize` a
+   * `ContextOverflowError`; in both cases nothing is evaluated.
+   */
+  evaluate(tokens: ArrayLike<number>, options: EvaluateOptions = {}): Promise<Float32Array> {
+    const native = this.#live();
+    const ids = tokens instanceof Int32Array ? tokens : Int32Array.from(tokens as ArrayLike<number>);
+    const vocab = this.#model.info.vocabSize;
+    for (const id of ids) {
+      if (id < 0 || id >= vocab) return Promise.reject(new RangeError(`token ${id} is outside the vocabulary (size ${vocab})`));
+    }
+    this.#pending++;
+    const run = async () => {
+      const { flag, done } = cancelFlagFor(options.signal);
+      const internal = flag ?? loadBinding().createCancelFlag();
+      this.#cancelAll.add(internal);
+      try {
+        if (!this.#native) throw new ModelDisposedError('the sequence was disposed');
+        const { logits, length } = await native.evaluate(ids, options.allLogits === true, internal).catch((e: unknown) => {
+          throw translate(e, options.signal);
+        });
+        this.#length = length;
+        return logits;
+      } catch (error) {
+        if (error instanceof AbortError) this.#length = native.length();
+        if (error instanceof AbortError && !this.#native) throw new ModelDisposedError('the sequence was disposed during evaluation', { cause: error });
+        throw error;
+      } finally {
+        this.#cancelAll.delete(internal);
+        done();
+        this.#pending--;
+      }
+    };
+    const result = this.#queue.then(run, run);
+    this.#queue = result.catch(() => {});
+    return result;
+  }
+
+  /** Drops cached tokens from position `n` on. Throws if an evaluation of this sequence is running. */
+  truncate(n: number): void {
+    const native = this.#live();
+    if (this.#pending > 0) throw new Error('cannot truncate a sequence while it is being evaluated');
+    this.#length = native.truncate(n);
+  }
+
+  /** Empties the sequence (same as `truncate(0)`). */
+  clear(): void {
+    this.truncate(0);
+  }
+
+  /** Cancels a running evaluation, waits for it and frees the sequence's cache. */
+  async dispose(): Promise<void> {
+    if (!this.#native) return;
+    for (const flag of this.#cancelAll) flag.cancel();
+    const native = this.#native;
+    this.#native = undefined;
+    await this.#queue;
+    native.dispose();
+    this.#model._forget(this);
+  }
+}
+
+/** A loaded model. Dispose it (or use `await using`) to unmap its weights. */
+export class Model {
+  #native: NativeModel | undefined;
+  #tokenizer: Tokenizer;
+  #sequences = new Set<Sequence>();
+  /** What the model is. */
+  readonly info: ModelInfo;
+
+  /** @internal */
+  constructor(native: NativeModel, tokenizer: Tokenizer) {
+    this.#native = native;
+    this.#tokenizer = tokenizer;
+    const i: NativeModelInfo = native.info();
+    this.info = Object.freeze({
+      architecture: i.architecture, name: i.name, vocabSize: i.vocabSize, contextLength: i.contextLength,
+      blockCount: i.blockCount, embeddingLength: i.embeddingLength, expertCount: i.expertCount,
+      expertUsedCount: i.expertUsedCount, sharedExpertCount: i.sharedExpertCount, parameterCount: i.parameterCount,
+      activeParameterCount: i.activeParameterCount, fileType: i.fileType, sizeBytes: i.sizeBytes,
+    });
+  }
+
+  get disposed(): boolean {
+    return this.#native === undefined;
+  }
+
+  /** The model's tokenizer. */
+  get tokenizer(): Tokenizer {
+    return this.#tokenizer;
+  }
+
+  #live(): NativeModel {
+    if (!this.#native) throw new ModelDisposedError();
+    return this.#native;
+  }
+
+  /** Token ids of `text`. Special-token text is not parsed as special unless `special: true`. */
+  tokenize(text: string, options?: TokenizeOptions): Int32Array {
+    this.#live();
+    return this.#tokenizer.tokenize(text, options);
+  }
+
+  /** Text of `tokens`. */
+  detokenize(tokens: ArrayLike<number>, options?: { special?: boolean }): string {
+    this.#live();
+    return this.#tokenizer.detokenize(tokens, options);
+  }
+
+  /** A new, empty sequence with its own KV cache. */
+  createSequence(options: CreateSequenceOptions = {}): Sequence {
+    const native = this.#live();
+    const size = options.contextSize ?? 0;
+    if (!Number.isInteger(size) || size < 0) throw new RangeError(`contextSize must be a positive integer, got ${size}`);
+    let handle: NativeSequence;
+    try {
+      handle = native.createSequence(size);
+    } catch (error) {
+      throw translateNativeError(error);
+    }
+    const sequence = new Sequence(this, handle);
+    this.#sequences.add(sequence);
+    return sequence;
+  }
+
+  /** @internal */
+  _forget(sequence: Sequence): void {
+    this.#sequences.delete(sequence);
+  }
+
+  /** Cancels running evaluations, disposes every sequence and releases the weights. */
+  async dispose(): Promise<void> {
+    if (!this.#native) return;
+    const native = this.#native;
+    this.#native = undefined;
+    await Promise.all([...this.#sequences].map((s) => s.dispose()));
+    native.dispose();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.dispose();
+  }
+}
+
+/** Loads a GGUF model. Parsing, validation and preparation run off the JS thread. */
+export async function loadModel(path: string, options: LoadModelOptions = {}): Promise<Model> {
+  const { threads, contextSize, kvCacheType, signal, onProgress } = options;
+  if (threads !== undefined && (!Number.isInteger(threads) || threads < 1 || threads > 1024)) {
+    throw new RangeError(`threads must be an integer from 1 to 1024, got ${threads}`);
+  }
+  if (contextSize !== undefined && (!Number.isInteger(contextSize) || contextSize < 1)) {
+    throw new RangeError(`contextSize must be a positive integer, got ${contextSize}`);
+  }
+  if (kvCacheType !== undefined && !['F16', 'F32', 'Q8_0'].includes(kvCacheType)) {
+    throw new RangeError(`kvCacheType must be 'F16', 'F32' or 'Q8_0', got ${String(kvCacheType)}`);
+  }
+  const { flag, done } = cancelFlagFor(signal);
+  try {
+    const infoPromise = readGgufInfo(path);
+    infoPromise.catch(() => {}); // awaited below; if the native load fails first, its error is the one to report
+    const native = await loadBinding()
+      .loadModel(path, { threads, contextSize, kvCacheType }, onProgress, flag)
+      .catch((e: unknown) => {
+        throw translate(e, signal, path);
+      });
+    let tokenizer: Tokenizer;
+    try {
+      tokenizer = createTokenizer((await infoPromise).metadata);
+    } catch (error) {
+      native.dispose();
+      throw error;
+    }
+    return new Model(native, tokenizer);
+  } finally {
+    done();
+  }
+}
