@@ -41,6 +41,13 @@ tensors.push(
   { name: 'output.weight', type: 'Q6_K', shape: [embd, vocab], data: random(embd * vocab, 0.2) },
 );
 
+// A byte-fallback SentencePiece-style vocabulary: control tokens, the 256 bytes, and a few pieces.
+const pieces = ['▁', '▁the', '▁a', '▁and', '▁of', '▁to', '▁in', '▁is', '▁it', '▁time', '▁upon', '▁once', 'e', 't', 'o', 'n', 's'];
+const tokens = ['<unk>', '<s>', '</s>', ...Array.from({ length: 256 }, (_, b) => `<0x${b.toString(16).toUpperCase().padStart(2, '0')}>`)];
+const tokenTypes = [2, 3, 3, ...new Array(256).fill(6)];
+for (const p of pieces) { tokens.push(p); tokenTypes.push(1); }
+while (tokens.length < vocab) { tokens.push(`▁w${tokens.length}`); tokenTypes.push(1); }
+
 await writeGguf(out, {
   metadata: {
     'general.architecture': 'qwen3moe',
@@ -53,10 +60,16 @@ await writeGguf(out, {
     'qwen3moe.attention.key_length': headDim,
     'qwen3moe.attention.value_length': headDim,
     'qwen3moe.attention.layer_norm_rms_epsilon': 1e-6,
-    'qwen3moe.rope.freq_base': 1e6,
+    'qwen3moe.rope.freq_base': { type: 'f32', value: 1e6 },
     'qwen3moe.expert_count': experts,
     'qwen3moe.expert_used_count': used,
     'qwen3moe.expert_feed_forward_length': expertFfn,
+    'tokenizer.ggml.model': 'llama',
+    'tokenizer.ggml.tokens': tokens,
+    'tokenizer.ggml.scores': Float32Array.from(tokens, (_, i) => -i),
+    'tokenizer.ggml.token_type': Int32Array.from(tokenTypes),
+    'tokenizer.ggml.bos_token_id': 1,
+    'tokenizer.ggml.eos_token_id': 2,
   },
   tensors,
 });
