@@ -61,9 +61,11 @@ async function generateModel(file, layers) {
   }
   ones('output_norm.weight', embd);
   m('output.weight', [embd, vocab], 'Q6_K', 0.05);
+  // llama.cpp's SentencePiece vocabulary needs the 256 byte tokens (it looks up <0x0A> at load).
   const tokens = ['<unk>', '<s>', '</s>'];
   const types = [2, 3, 3];
-  for (let i = 3; i < vocab; i++) { tokens.push(`t${i}`); types.push(1); }
+  for (let b = 0; b < 256; b++) { tokens.push(`<0x${b.toString(16).toUpperCase().padStart(2, '0')}>`); types.push(6); }
+  for (let i = tokens.length; i < vocab; i++) { tokens.push(`▁t${i}`); types.push(1); }
   await writeGguf(file, {
     metadata: {
       'general.architecture': 'qwen3moe', 'general.name': `bench qwen3moe ${layers} layers`,
@@ -130,7 +132,7 @@ async function benchLlamaCpp(file) {
 
 const cacheDir = path.join(os.homedir(), '.cache', 'node-moe-bench');
 mkdirSync(cacheDir, { recursive: true });
-const file = args.model ?? path.join(cacheDir, `qwen3moe-a3b-shapes-${args.layers}L-q4km.gguf`);
+const file = args.model ?? path.join(cacheDir, `qwen3moe-a3b-shapes-${args.layers}L-q4km-v2.gguf`);
 if (!existsSync(file)) await generateModel(file, Number(args.layers));
 const info = await readGgufInfo(file);
 const sizeGiB = info.tensors.reduce((a, t) => a + t.bytes, 0) / 2 ** 30;

@@ -3,7 +3,7 @@
  * the full next-token distribution after each of the given positions.
  */
 import os from 'node:os';
-import { getLlama, type Llama } from 'node-llama-cpp';
+import { getLlama, type Llama, type LlamaContextSequence } from 'node-llama-cpp';
 
 let llamaPromise: Promise<Llama> | undefined;
 
@@ -13,6 +13,31 @@ export const ORACLE_THREADS = Math.max(1, Math.min(2, os.availableParallelism())
 export function oracle(): Promise<Llama> {
   llamaPromise ??= getLlama({ gpu: false, logLevel: 'error' as never, maxThreads: ORACLE_THREADS, build: 'never' });
   return llamaPromise;
+}
+
+/** Runs `fn` on a fresh one-sequence context of `modelPath` (CPU, ORACLE_THREADS), then frees both. */
+async function withContext<T>(
+  modelPath: string,
+  options: { flashAttention?: boolean },
+  fn: (sequence: LlamaContextSequence) => Promise<T>,
+): Promise<T> {
+  const llama = await oracle();
+  const model = await llama.loadModel({ modelPath, gpuLayers: 0 });
+  try {
+    const context = await model.createContext({
+      contextSize: 256,
+      threads: ORACLE_THREADS,
+      sequences: 1,
+      ...(options.flashAttention === undefined ? {} : { flashAttention: options.flashAttention }),
+    });
+    try {
+      return await fn(context.getSequence());
+    } finally {
+      await context.dispose();
+    }
+  } finally {
+    await model.dispose();
+  }
 }
 
 /**
@@ -26,34 +51,37 @@ export async function llamaCppNextTokenProbabilities(
   vocabSize: number,
   options: { flashAttention?: boolean } = {},
 ): Promise<Float64Array[]> {
-  const llama = await oracle();
-  const model = await llama.loadModel({ modelPath, gpuLayers: 0 });
-  try {
-    const context = await model.createContext({
-      contextSize: 256,
-      threads: ORACLE_THREADS,
-      sequences: 1,
-      ...(options.flashAttention === undefined ? {} : { flashAttention: options.flashAttention }),
+  return withContext(modelPath, options, async (sequence) => {
+    const want = new Set(positions);
+    const items = tokens.map((t, i) =>
+      want.has(i) ? ([t, { generateNext: { probabilities: true, options: { temperature: 0 } } }] as const) : t,
+    );
+    const results = await sequence.controlledEvaluate(items as never);
+    return positions.map((p) => {
+      const probabilities = results[p]?.next.probabilities;
+      if (!probabilities) throw new Error(`llama.cpp returned no probabilities at position ${p}`);
+      const out = new Float64Array(vocabSize);
+      for (const [token, prob] of probabilities) out[token as number] = prob;
+      return out;
     });
-    try {
-      const want = new Set(positions);
-      const items = tokens.map((t, i) =>
-        want.has(i) ? ([t, { generateNext: { probabilities: true, options: { temperature: 0 } } }] as const) : t,
-      );
-      const results = await context.getSequence().controlledEvaluate(items as never);
-      return positions.map((p) => {
-        const probabilities = results[p]?.next.probabilities;
-        if (!probabilities) throw new Error(`llama.cpp returned no probabilities at position ${p}`);
-        const out = new Float64Array(vocabSize);
-        for (const [token, prob] of probabilities) out[token as number] = prob;
-        return out;
-      });
-    } finally {
-      await context.dispose();
+  });
+}
+
+/** Greedy continuation of `prompt` by llama.cpp: `count` token ids. */
+export async function llamaCppGreedy(
+  modelPath: string,
+  prompt: readonly number[],
+  count: number,
+  options: { flashAttention?: boolean } = {},
+): Promise<number[]> {
+  return withContext(modelPath, options, async (sequence) => {
+    const out: number[] = [];
+    for await (const token of sequence.evaluate(prompt as number[] as never, { temperature: 0 })) {
+      out.push(token as number);
+      if (out.length >= count) break;
     }
-  } finally {
-    await model.dispose();
-  }
+    return out;
+  });
 }
 
 /** KL(p ‖ q) in nats, with q floored so a zero in q does not make it infinite. */
@@ -71,34 +99,3 @@ export function argmax(p: Float64Array): number {
   return best;
 }
 
-/** Greedy continuation of `prompt` by llama.cpp: `count` token ids. */
-export async function llamaCppGreedy(
-  modelPath: string,
-  prompt: readonly number[],
-  count: number,
-  options: { flashAttention?: boolean } = {},
-): Promise<number[]> {
-  const llama = await oracle();
-  const model = await llama.loadModel({ modelPath, gpuLayers: 0 });
-  try {
-    const context = await model.createContext({
-      contextSize: 256,
-      threads: ORACLE_THREADS,
-      sequences: 1,
-      ...(options.flashAttention === undefined ? {} : { flashAttention: options.flashAttention }),
-    });
-    try {
-      const out: number[] = [];
-      const sequence = context.getSequence();
-      for await (const token of sequence.evaluate(prompt as number[] as never, { temperature: 0 })) {
-        out.push(token as number);
-        if (out.length >= count) break;
-      }
-      return out;
-    } finally {
-      await context.dispose();
-    }
-  } finally {
-    await model.dispose();
-  }
-}
