@@ -186,13 +186,9 @@ export class Model {
   constructor(native: NativeModel, tokenizer: Tokenizer) {
     this.#native = native;
     this.#tokenizer = tokenizer;
-    const i: NativeModelInfo = native.info();
-    this.info = Object.freeze({
-      architecture: i.architecture, name: i.name, vocabSize: i.vocabSize, contextLength: i.contextLength,
-      blockCount: i.blockCount, embeddingLength: i.embeddingLength, expertCount: i.expertCount,
-      expertUsedCount: i.expertUsedCount, sharedExpertCount: i.sharedExpertCount, parameterCount: i.parameterCount,
-      activeParameterCount: i.activeParameterCount, fileType: i.fileType, sizeBytes: i.sizeBytes,
-    });
+    // The native info also carries engine settings (default context, threads) that are not model facts.
+    const { defaultContextSize: _context, threads: _threads, ...info }: NativeModelInfo = native.info();
+    this.info = Object.freeze(info);
   }
 
   get disposed(): boolean {
