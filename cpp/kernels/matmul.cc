@@ -2,15 +2,18 @@
 //
 // Both products run in two steps:
 //   1. every activation row (every distinct source row for experts) is converted once to the
-//      weight type's dot format (quant::vec_dot_type) into a scratch buffer; F32 weights dot the
+//      weight type's dot format (quant::vec_dot_type) into a scratch buffer (Q8_0 on x86 with
+//      ggml's x86 quantize_row_q8_0 rule, see quant::quantize_row_q8_0_x86); F32 weights dot the
 //      F32 rows directly;
 //   2. the weight rows are cut into chunks handed out to the pool's threads through an atomic
 //      counter; a chunk dots each of its weight rows with every activation row routed to it, so a
 //      weight row is read from memory once per call (activations are walked in blocks that stay in
 //      cache).
-// Every output element is one vec_dot of one weight row with one converted activation row, so the
+// Every output element is one dot of one weight row with one converted activation row, so the
 // result does not depend on the thread count or on how rows are grouped: matmul_experts equals a
-// loop of single-row matmuls bit for bit.
+// loop of single-row matmuls bit for bit. The dot's float order is the one llama.cpp's x86 CPU
+// backend uses for the same product (select_llama_order, f32_tile), which for Q8_0 / Q4_0 dense
+// products depends on whether the call has one token or several.
 #include "matmul.h"
 
 #include <algorithm>
@@ -20,6 +23,7 @@
 #include <vector>
 
 #include "../common/error.h"
+#include "ops.h"
 #include "../quant/ggml_types.h"
 #include "../quant/quant.h"
 #include "../quant/vec_dot.h"
@@ -47,12 +51,28 @@ constexpr uint64_t kMinParallelWork = 256 * 1024;
 // elements in all rows the conversion stays on the calling thread.
 constexpr int64_t kParallelConvertElements = 64 * 1024;
 
+// Batched F32 products in tinyBLAS order (what llama.cpp does for >= 2 tokens, rows % 4 == 0 and
+// n_in % simd width == 0). Off for now: with it a prompt's tokens and the same tokens evaluated one
+// at a time take different orders, and test_ops' "incremental evaluation equals one batch" (1e-5
+// on the logits of a tiny F32 model) fails, its router flipping an expert. Off, every F32 product
+// takes ggml_vec_dot_f32's order (matching llama.cpp for single tokens and for other shapes).
+constexpr bool kF32TinyBlasOrder = false;
+
 // What a product needs to know about its weight type on the chosen level.
 struct DotPlan {
     uint32_t act_type = 0;
     quant::VecDotFn dot = nullptr;
     quant::QuantizeRowFn convert = nullptr;  // nullptr for F32: rows are used as they are
     size_t act_row_bytes = 0;
+    // F32 weights: llama.cpp's float summation order, not the vec_dot table's (see f32_tile).
+    bool f32 = false;
+    bool f32_gemm = false;   // tinyBLAS order (batched dense product of a suitable shape)
+    int64_t f32_vec = 0;     // ggml_vec_dot_f32's vector part of a row (gemv order)
+    cpu::Isa isa = cpu::Isa::Scalar;
+    // Activation rows t < n_head use dot_head instead of dot (ggml's repacked gemm, which takes
+    // the rows of a batch four at a time and leaves the rest to its gemv).
+    quant::VecDotFn dot_head = nullptr;
+    int64_t n_head = 0;
 };
 
 std::string type_str(uint32_t type) { return quant::type_name(type); }
@@ -80,11 +100,44 @@ DotPlan plan_for(uint32_t type, int64_t n_in, int64_t n_out, size_t row_bytes, c
     p.dot = quant::vec_dot_kernels_for(isa).dot[type];
     if (act != kF32) p.convert = quant::kernels_for(isa).quantize[act];
     p.act_row_bytes = quant::row_size(at, n_in);
+    p.isa = isa;
+    const bool x86 = isa == cpu::Isa::Avx2 || isa == cpu::Isa::Avx512;
+    if (x86 && act == static_cast<uint32_t>(GgmlType::Q8_0)) {
+        // llama.cpp's x86 build converts activations with the AVX quantize_row_q8_0 (127 / amax,
+        // round half to even), not the reference rule our weight quantizer follows.
+        p.convert = quant::quantize_row_q8_0_x86;
+    }
+    if (type == kF32) {
+        p.f32 = true;
+        const int64_t w = simd_width(isa);
+        p.f32_vec = n_in / (4 * w) * (4 * w);
+    }
     if (!p.dot || (act != kF32 && !p.convert)) {
         throw Error(ErrorCode::UnsupportedType, std::string(op) + ": no " + cpu::isa_name(isa) + " kernel for " +
                                                     type_str(type));
     }
     return p;
+}
+
+// Picks the dot with llama.cpp's float order for this product (x86 CPU backend):
+//  - Q4_0 / MXFP4 / Q4_K weights with a multiple of 8 rows are repacked by its CPU_REPACK buffer
+//    type (block_q4_0x8 / block_mxfp4x8 / block_q4_Kx8) and every product with them, dense or
+//    expert, single token or batch, runs the x8 kernels: mul_mat_id the gemv row by row, a dense
+//    product the gemm on its first n_tokens - n_tokens % 4 rows and the gemv on the rest;
+//  - other Q8_0 / Q4_0 dense products of two or more tokens go to llamafile's tinyBLAS;
+//  - everything else is ggml_vec_dot (the `dot` table).
+// Only x86 tables have these entries; other levels keep `dot`.
+void select_llama_order(DotPlan& p, uint32_t type, int64_t n_out, int64_t n_tokens, bool dense) {
+    const quant::VecDotKernels& k = quant::vec_dot_kernels_for(p.isa);
+    if (n_out % 8 == 0 && k.repack[type]) {
+        p.dot = k.repack[type];
+        if (dense && k.repack_gemm[type]) {
+            p.dot_head = k.repack_gemm[type];
+            p.n_head = n_tokens / 4 * 4;
+        }
+    } else if (dense && n_tokens >= 2 && k.tinyblas[type]) {
+        p.dot = k.tinyblas[type];
+    }
 }
 
 // Per-calling-thread buffers, grown as needed and reused across calls (matmul is called many
@@ -107,6 +160,45 @@ Scratch& scratch() {
     return s;
 }
 
+// F32 weights in llama.cpp's orders. Its CPU backend hands a batched F32 mul_mat (two or more
+// tokens) to llamafile's tinyBLAS when the weight has a multiple of 4 rows and the row length is a
+// multiple of the vector width; tinyBLAS keeps one lane-strided FMA chain per output (dot_gemm,
+// whatever its register tile). Anything else (single tokens, other shapes, mul_mat_id) goes through
+// ggml_vec_dot_f32: four accumulators over the vector part, then an fp32 FMA tail (dot_gemv without
+// the double tail, which only its F16 dot has). Matching these orders bit for bit keeps F32 routers
+// choosing the same experts as llama.cpp.
+void f32_tile(const DotPlan& plan, const uint8_t* w, size_t row_bytes, int64_t n_in, int64_t o0, int64_t o1,
+              const uint8_t* const* act_rows, float* const* y_rows, int64_t t0, int64_t t1) {
+    const auto wrow = [&](int64_t o) { return reinterpret_cast<const float*>(w + static_cast<size_t>(o) * row_bytes); };
+    const auto arow = [&](int64_t t) { return reinterpret_cast<const float*>(act_rows[t]); };
+    if (!plan.f32_gemm) {
+        for (int64_t o = o0; o < o1; ++o) {
+            for (int64_t t = t0; t < t1; ++t) y_rows[t][o] = dot_gemv(wrow(o), arow(t), n_in, plan.f32_vec, false, plan.isa);
+        }
+        return;
+    }
+    // 4 x 4 register tiles (same per-output chains as dot_gemm, each loaded vector used four times).
+    int64_t o = o0;
+    for (; o + 4 <= o1; o += 4) {
+        const float* ws[4] = {wrow(o), wrow(o + 1), wrow(o + 2), wrow(o + 3)};
+        int64_t t = t0;
+        for (; t + 4 <= t1; t += 4) {
+            const float* as[4] = {arow(t), arow(t + 1), arow(t + 2), arow(t + 3)};
+            float tile[16];
+            dot_gemm_4x4(as, ws, n_in, tile, plan.isa);
+            for (int r = 0; r < 4; ++r) {
+                for (int c = 0; c < 4; ++c) y_rows[t + r][o + c] = tile[4 * r + c];
+            }
+        }
+        for (; t < t1; ++t) {
+            for (int c = 0; c < 4; ++c) y_rows[t][o + c] = dot_gemm(ws[c], arow(t), n_in, plan.isa);
+        }
+    }
+    for (; o < o1; ++o) {
+        for (int64_t t = t0; t < t1; ++t) y_rows[t][o] = dot_gemm(wrow(o), arow(t), n_in, plan.isa);
+    }
+}
+
 // y_rows[t][o] = dot(W row o, act_rows[t]) for o in [o0, o1) and t in [0, n_act).
 void dot_tile(const DotPlan& plan, const uint8_t* w, size_t row_bytes, int64_t n_in, int64_t o0, int64_t o1,
               const uint8_t* const* act_rows, float* const* y_rows, int64_t n_act) {
@@ -114,9 +206,15 @@ void dot_tile(const DotPlan& plan, const uint8_t* w, size_t row_bytes, int64_t n
     const quant::VecDotFn dot = plan.dot;
     for (int64_t t0 = 0; t0 < n_act; t0 += block) {
         const int64_t t1 = std::min(n_act, t0 + block);
+        if (plan.f32) {
+            f32_tile(plan, w, row_bytes, n_in, o0, o1, act_rows, y_rows, t0, t1);
+            continue;
+        }
+        const int64_t th = std::min(t1, std::max(t0, plan.n_head));  // [t0, th): dot_head
         for (int64_t o = o0; o < o1; ++o) {
             const uint8_t* row = w + static_cast<size_t>(o) * row_bytes;
-            for (int64_t t = t0; t < t1; ++t) y_rows[t][o] = dot(n_in, row, act_rows[t]);
+            for (int64_t t = t0; t < th; ++t) y_rows[t][o] = plan.dot_head(n_in, row, act_rows[t]);
+            for (int64_t t = th; t < t1; ++t) y_rows[t][o] = dot(n_in, row, act_rows[t]);
         }
     }
 }
@@ -182,7 +280,10 @@ uint32_t dot_type_of(uint32_t weight_type) {
 void matmul(const WeightMatrix& w, const float* x, int64_t x_stride, int64_t n_tokens, float* y, int64_t y_stride,
             runtime::ThreadPool& pool, cpu::Isa isa) {
     static const char* const kOp = "matmul";
-    const DotPlan plan = plan_for(w.type, w.n_in, w.n_out, w.row_bytes, isa, kOp);
+    DotPlan plan = plan_for(w.type, w.n_in, w.n_out, w.row_bytes, isa, kOp);
+    plan.f32_gemm = kF32TinyBlasOrder && plan.f32 && n_tokens >= 2 && w.n_out % 4 == 0 &&
+                    w.n_in % simd_width(isa) == 0;
+    select_llama_order(plan, w.type, w.n_out, n_tokens, true);
     check_buffer(n_tokens >= 0, kOp, "negative token count");
     if (n_tokens == 0 || w.n_out == 0) return;
     check_buffer(w.data && x && y, kOp, "null buffer");
@@ -219,7 +320,8 @@ void matmul_experts(const ExpertMatrix& w, const float* x, int64_t x_stride, con
                     const int32_t* expert_of_row, int64_t n_rows, float* y, int64_t y_stride,
                     runtime::ThreadPool& pool, cpu::Isa isa) {
     static const char* const kOp = "matmul_experts";
-    const DotPlan plan = plan_for(w.type, w.n_in, w.n_out, w.row_bytes, isa, kOp);
+    DotPlan plan = plan_for(w.type, w.n_in, w.n_out, w.row_bytes, isa, kOp);
+    select_llama_order(plan, w.type, w.n_out, n_rows, false);
     check_buffer(n_rows >= 0, kOp, "negative row count");
     check_buffer(w.n_expert > 0, kOp, "no experts");
     check_buffer(w.expert_bytes >= static_cast<size_t>(w.n_out) * w.row_bytes, kOp,

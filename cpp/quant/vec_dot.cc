@@ -1,6 +1,10 @@
 // Dot-product tables per ISA level and the weight type -> dot format map.
 #include "vec_dot.h"
 
+#include <cmath>
+
+#include "block_layout.h"
+
 namespace moe::quant {
 
 namespace {
@@ -59,6 +63,22 @@ const VecDotKernels& vec_dot_kernels_for(cpu::Isa isa) {
         case cpu::Isa::Scalar: break;
     }
     return t.scalar;
+}
+
+void quantize_row_q8_0_x86(const float* src, void* dst, int64_t n) {
+    // Portable, yet bit for bit the AVX code: every step is one IEEE operation (max of |x|, one
+    // division each for d and the multiplier, one multiply per value, round to nearest even as
+    // _mm256_round_ps(_MM_ROUND_NEAREST) does in the default rounding mode).
+    uint8_t* b = static_cast<uint8_t*>(dst);
+    for (int64_t i = 0; i < n / 32; ++i, b += q8_0::kBytes, src += 32) {
+        float amax = 0.0f;
+        for (int k = 0; k < 32; ++k) amax = std::fmax(amax, std::fabs(src[k]));
+        const float d = amax / 127.0f;
+        const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
+        store_u16(b + q8_0::kD, fp32_to_fp16(d));
+        int8_t* qs = reinterpret_cast<int8_t*>(b + q8_0::kQs);
+        for (int k = 0; k < 32; ++k) qs[k] = static_cast<int8_t>(std::nearbyint(src[k] * id));
+    }
 }
 
 }  // namespace moe::quant

@@ -35,7 +35,32 @@ using VecDotFn = float (*)(int64_t n, const void* weight_row, const void* act_ro
 
 struct VecDotKernels {
     VecDotFn dot[kGgmlTypeCount] = {};  // indexed by the weight type id
+    // The same integer dots with the float accumulation of llama.cpp's other x86 CPU kernels, which
+    // it prefers over ggml_vec_dot for some products (nullptr where a level has none; the caller
+    // then uses `dot`). Summation order decides the last bit, and a last-bit difference can flip an
+    // 8-bit activation code of the next layer, so matching it keeps the two engines in step.
+    //   tinyblas: llamafile's tinyBLAS_Q0_AVX (Q8_0 / Q4_0 weights, batched dense products): per
+    //     block, the 8 int32 lanes of 4-byte partial sums, converted to float, are fused-multiply-
+    //     added with the block scale product into 8 float lanes; the lanes are reduced at the end
+    //     by the 128-bit tree ((l0+l4) + (l2+l6)) + ((l1+l5) + (l3+l7)).
+    //   repack: ggml's repacked x8 kernels (ggml_gemv_q4_0_8x8_q8_0, ..._mxfp4_8x8_q8_0,
+    //     ..._q4_K_8x8_q8_K): one float per output, fused-multiply-added with each block's whole
+    //     integer sum times the block scale product, block by block (Q4_K: a second float for the
+    //     mins, subtracted at the end).
+    //   repack_gemm: the batched ggml_gemm_* variant where its order differs from the gemv's
+    //     (Q4_K: one fused multiply-add per pair of 32-element sub-blocks); nullptr where the
+    //     gemm has the gemv's order.
+    VecDotFn tinyblas[kGgmlTypeCount] = {};
+    VecDotFn repack[kGgmlTypeCount] = {};
+    VecDotFn repack_gemm[kGgmlTypeCount] = {};
 };
+
+// Quantizes n (a multiple of 32) floats to Q8_0 blocks as ggml's x86 CPU backend converts
+// activations (quantize_row_q8_0, AVX path, also ggml_quantize_mat_q8_0_4x8 for the repacked
+// kernels): d = amax / 127, codes = round-half-even(x * (127 / amax)). The weight quantizer
+// (quant::quantize, ggml's reference quantize_row_q8_0_ref) instead multiplies by 1 / d and rounds
+// half away from zero, which can give a different code for a value near a rounding boundary.
+void quantize_row_q8_0_x86(const float* src, void* dst, int64_t n);
 
 // The dot format of a weight type, or kNoDotType if no dot product exists for it (IQ*, TQ*, the
 // activation-only types Q8_1 / Q8_K, integer types, unknown ids).

@@ -282,6 +282,65 @@ float dot_q8_0(int64_t n, const void* w, const void* a) {
     });
 }
 
+// ------------------------------------------------------------------------------------------------
+// llama.cpp's batched orders (VecDotKernels::tinyblas / repack): same integer block sums, other
+// float accumulation.
+// ------------------------------------------------------------------------------------------------
+
+// tinyBLAS_Q0_AVX: one 8-lane accumulator; each block's 4-byte partial sums (the i32 lanes of
+// dot_i8_i8, the same integers tinyBLAS's updot forms with VNNI or maddubs) are multiplied by the
+// block's scale product and added with one FMA; hsum256 is tinyBLAS's hsum tree. The tile shape
+// tinyBLAS picks (4xN, Mx4, RMxRN) changes which outputs share loads, never an output's order.
+template <int kWBytes, typename Codes, typename Scale>
+inline float tinyblas_q0(int64_t n, const void* wv, const void* av, Codes codes, Scale scale) {
+    const uint8_t* x = bytes(wv);
+    const uint8_t* y = bytes(av);
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n / kQK; ++i, x += kWBytes, y += q8_0::kBytes) {
+        const __m256 p = _mm256_cvtepi32_ps(dot_i8_i8(codes(x), load256(y + q8_0::kQs)));
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(scale(x, y)), p, acc);
+    }
+    return hsum256(acc);
+}
+
+// Repacked x8 kernels: each output is one float lane; per block, the block's whole integer sum
+// (exact) as float times the scale product, fused-added to it.
+template <int kWBytes, typename Codes, typename Scale>
+inline float repack_q0(int64_t n, const void* wv, const void* av, Codes codes, Scale scale) {
+    const uint8_t* x = bytes(wv);
+    const uint8_t* y = bytes(av);
+    __m128 acc = _mm_setzero_ps();
+    for (int64_t i = 0; i < n / kQK; ++i, x += kWBytes, y += q8_0::kBytes) {
+        const __m256i s8 = dot_i8_i8(codes(x), load256(y + q8_0::kQs));
+        __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(s8), _mm256_extracti128_si256(s8, 1));
+        s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4E));
+        s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xB1));
+        acc = _mm_fmadd_ss(_mm_cvtepi32_ps(s4), _mm_set_ss(scale(x, y)), acc);
+    }
+    return _mm_cvtss_f32(acc);
+}
+
+inline __m256i q8_0_codes(const uint8_t* x) { return load256(x + q8_0::kQs); }
+inline __m256i q4_0_codes(const uint8_t* x) { return _mm256_sub_epi8(unpack_nibbles32(x + q4_0::kQs), splat8(8)); }
+inline float q8_0_scale(const uint8_t* x, const uint8_t* y) { return f16_at(x + q8_0::kD) * f16_at(y + q8_0::kD); }
+inline float q4_0_scale(const uint8_t* x, const uint8_t* y) { return f16_at(x + q4_0::kD) * f16_at(y + q8_0::kD); }
+
+float tinyblas_q8_0(int64_t n, const void* w, const void* a) {
+    return tinyblas_q0<q8_0::kBytes>(n, w, a, q8_0_codes, q8_0_scale);
+}
+float tinyblas_q4_0(int64_t n, const void* w, const void* a) {
+    return tinyblas_q0<q4_0::kBytes>(n, w, a, q4_0_codes, q4_0_scale);
+}
+float repack_q4_0(int64_t n, const void* w, const void* a) {
+    return repack_q0<q4_0::kBytes>(n, w, a, q4_0_codes, q4_0_scale);
+}
+float repack_mxfp4(int64_t n, const void* w, const void* a) {
+    const __m256i table = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kMxfp4Values)));
+    return repack_q0<mxfp4::kBytes>(
+        n, w, a, [table](const uint8_t* x) { return _mm256_shuffle_epi8(table, unpack_nibbles32(x + mxfp4::kQs)); },
+        [](const uint8_t* x, const uint8_t* y) { return f16_at(y + q8_0::kD) * e8m0_to_fp32_half(x[mxfp4::kE]); });
+}
+
 // Q4_1 / Q5_1 . Q8_1: unsigned codes, plus the block min times the activation's s = d * sum(qs).
 template <bool kFiveBit>
 float dot_q45_1(int64_t n, const void* wv, const void* av) {
@@ -380,6 +439,66 @@ float dot_q45_k(int64_t n, const void* wv, const void* av) {
         acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
     }
     return hsum256(acc) - hsum128(acc_min);
+}
+
+// Repacked Q4_K (ggml_gemv_q4_K_8x8_q8_K / ggml_gemm_q4_K_8x8_q8_K): one float per output for the
+// scaled sums and one for the mins, the outputs their difference. The integer sums (exact) are
+// fused-multiply-added with d * da (mins: dmin * da) once per super-block by the gemv (kPerPair
+// false), once per pair of 32-element sub-blocks (sb loop) by the gemm.
+template <bool kPerPair>
+float repack_q4_k(int64_t n, const void* wv, const void* av) {
+    const uint8_t* x = bytes(wv);
+    const uint8_t* y = bytes(av);
+    __m128 acc = _mm_setzero_ps(), acc_min = _mm_setzero_ps();
+    const __m256i low4 = splat8(0x0F);
+    const auto hsum_i32x4 = [](__m128i v) {
+        v = _mm_add_epi32(v, _mm_shuffle_epi32(v, 0x4E));
+        return _mm_add_epi32(v, _mm_shuffle_epi32(v, 0xB1));
+    };
+    const auto hsum_i32x8 = [&](__m256i v) {
+        return hsum_i32x4(_mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1)));
+    };
+    for (int64_t i = 0; i < n / kQKK; ++i, x += q4_k::kBytes, y += q8_k::kBytes) {
+        const float da = load_f32(y + q8_k::kD);
+        const __m128 d = _mm_set_ss(f16_at(x + q4_k::kD) * da);
+        const __m128 dmin = _mm_set_ss(f16_at(x + q4_k::kDmin) * da);
+        const __m256i sc_m = _mm256_cvtepu8_epi16(unpack_scale_min_k4_bytes(x + q4_k::kScales));
+        // i32 lane c: m_2c * bsum(sub-block 2c) + m_2c+1 * bsum(sub-block 2c+1).
+        const __m128i bsum_pairs = _mm_hadd_epi16(load128(y + q8_k::kBsums), load128(y + q8_k::kBsums + 16));
+        const __m128i min_pairs = _mm_madd_epi16(_mm256_extracti128_si256(sc_m, 1), bsum_pairs);
+
+        const __m256i scales = _mm256_broadcastsi128_si256(_mm256_castsi256_si128(sc_m));
+        const uint8_t* qa = y + q8_k::kQs;
+        __m256i pair[4];  // i32 lanes whose sum is sub-blocks 2c and 2c+1's scaled dot
+        for (int c = 0; c < 4; ++c) {
+            const __m256i q = load256(x + q4_k::kQs + 32 * c);
+            const __m256i p_lo = _mm256_madd_epi16(broadcast_i16(scales, 2 * c),
+                                                   _mm256_maddubs_epi16(_mm256_and_si256(q, low4), load256(qa + 64 * c)));
+            const __m256i p_hi = _mm256_madd_epi16(
+                broadcast_i16(scales, 2 * c + 1),
+                _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(q, 4), low4), load256(qa + 64 * c + 32)));
+            pair[c] = _mm256_add_epi32(p_lo, p_hi);
+        }
+        if (kPerPair) {
+            // The four pair sums at once (lane c = pair c), then one FMA each, in order.
+            const __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(pair[0], pair[1]), _mm256_hadd_epi32(pair[2], pair[3]));
+            const __m128 sums = _mm_cvtepi32_ps(_mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1)));
+            const __m128 mins = _mm_cvtepi32_ps(min_pairs);
+            acc = _mm_fmadd_ss(sums, d, acc);
+            acc_min = _mm_fmadd_ss(mins, dmin, acc_min);
+            acc = _mm_fmadd_ss(_mm_shuffle_ps(sums, sums, 0x55), d, acc);
+            acc_min = _mm_fmadd_ss(_mm_shuffle_ps(mins, mins, 0x55), dmin, acc_min);
+            acc = _mm_fmadd_ss(_mm_shuffle_ps(sums, sums, 0xAA), d, acc);
+            acc_min = _mm_fmadd_ss(_mm_shuffle_ps(mins, mins, 0xAA), dmin, acc_min);
+            acc = _mm_fmadd_ss(_mm_shuffle_ps(sums, sums, 0xFF), d, acc);
+            acc_min = _mm_fmadd_ss(_mm_shuffle_ps(mins, mins, 0xFF), dmin, acc_min);
+        } else {
+            const __m256i sumi = _mm256_add_epi32(_mm256_add_epi32(pair[0], pair[1]), _mm256_add_epi32(pair[2], pair[3]));
+            acc = _mm_fmadd_ss(_mm_cvtepi32_ps(hsum_i32x8(sumi)), d, acc);
+            acc_min = _mm_fmadd_ss(_mm_cvtepi32_ps(hsum_i32x4(min_pairs)), dmin, acc_min);
+        }
+    }
+    return _mm_cvtss_f32(acc) - _mm_cvtss_f32(acc_min);
 }
 
 float dot_q6_k(int64_t n, const void* wv, const void* av) {
@@ -483,6 +602,12 @@ float dot_q3_k(int64_t n, const void* wv, const void* av) {
 
 void fill_avx2_vec_dot(VecDotKernels& k) {
     auto set = [&k](GgmlType t, VecDotFn fn) { k.dot[static_cast<uint32_t>(t)] = fn; };
+    k.tinyblas[static_cast<uint32_t>(GgmlType::Q8_0)] = tinyblas_q8_0;
+    k.tinyblas[static_cast<uint32_t>(GgmlType::Q4_0)] = tinyblas_q4_0;
+    k.repack[static_cast<uint32_t>(GgmlType::Q4_0)] = repack_q4_0;
+    k.repack[static_cast<uint32_t>(GgmlType::MXFP4)] = repack_mxfp4;
+    k.repack[static_cast<uint32_t>(GgmlType::Q4_K)] = repack_q4_k<false>;
+    k.repack_gemm[static_cast<uint32_t>(GgmlType::Q4_K)] = repack_q4_k<true>;
     set(GgmlType::F32, dot_f32);
     set(GgmlType::F16, dot_f16);
     set(GgmlType::BF16, dot_bf16);

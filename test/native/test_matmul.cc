@@ -460,6 +460,201 @@ TEST_CASE("every SIMD vec_dot equals the scalar vec_dot bit for bit when all flo
 }
 
 // ------------------------------------------------------------------------------------------------
+// llama.cpp's other float orders (VecDotKernels::tinyblas / repack / repack_gemm) and its x86
+// activation quantizer
+// ------------------------------------------------------------------------------------------------
+
+namespace order {
+
+float f16(const uint8_t* p) {
+    uint16_t h;
+    std::memcpy(&h, p, 2);
+    return q::fp16_to_fp32(h);
+}
+
+// Signed codes of one 32-element legacy block (Q8_0 bytes; Q4_0 nibble - 8; MXFP4 table values,
+// low nibbles first).
+void codes32(uint32_t type, const uint8_t* blk, int out[32]) {
+    static const int kMx[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
+    if (type == tid(GgmlType::Q8_0)) {
+        for (int i = 0; i < 32; ++i) out[i] = static_cast<int8_t>(blk[2 + i]);
+        return;
+    }
+    const uint8_t* qs = blk + (type == tid(GgmlType::Q4_0) ? 2 : 1);
+    for (int i = 0; i < 16; ++i) {
+        const int lo = qs[i] & 15, hi = qs[i] >> 4;
+        out[i] = type == tid(GgmlType::Q4_0) ? lo - 8 : kMx[lo];
+        out[i + 16] = type == tid(GgmlType::Q4_0) ? hi - 8 : kMx[hi];
+    }
+}
+
+float scale32(uint32_t type, const uint8_t* wblk, const uint8_t* ablk) {
+    const float da = f16(ablk);
+    if (type == tid(GgmlType::MXFP4)) return da * std::ldexp(1.0f, wblk[0] - 128);  // E8M0 / 2
+    return f16(wblk) * da;
+}
+
+// tinyBLAS_Q0_AVX: 8 lanes of 4-byte partial sums, FMA per block, reduced ((l0+l4)+(l2+l6)) +
+// ((l1+l5)+(l3+l7)).
+float tinyblas(uint32_t type, int64_t n, const uint8_t* w, const uint8_t* a) {
+    const size_t wb = row_bytes(type, 32), ab = 34;
+    float lane[8] = {};
+    for (int64_t b = 0; b < n / 32; ++b) {
+        int cw[32];
+        codes32(type, w + b * wb, cw);
+        const float d = scale32(type, w + b * wb, a + b * ab);
+        for (int j = 0; j < 8; ++j) {
+            int sum = 0;
+            for (int k = 4 * j; k < 4 * j + 4; ++k) sum += cw[k] * static_cast<int8_t>(a[b * ab + 2 + k]);
+            lane[j] = std::fma(d, static_cast<float>(sum), lane[j]);
+        }
+    }
+    float s[4];
+    for (int k = 0; k < 4; ++k) s[k] = lane[k] + lane[k + 4];
+    return (s[0] + s[2]) + (s[1] + s[3]);
+}
+
+// Repacked legacy blocks: one float, FMA of each block's whole integer sum.
+float repack32(uint32_t type, int64_t n, const uint8_t* w, const uint8_t* a) {
+    const size_t wb = row_bytes(type, 32), ab = 34;
+    float acc = 0.0f;
+    for (int64_t b = 0; b < n / 32; ++b) {
+        int cw[32], sum = 0;
+        codes32(type, w + b * wb, cw);
+        for (int k = 0; k < 32; ++k) sum += cw[k] * static_cast<int8_t>(a[b * ab + 2 + k]);
+        acc = std::fma(static_cast<float>(sum), scale32(type, w + b * wb, a + b * ab), acc);
+    }
+    return acc;
+}
+
+// Repacked Q4_K: FMA per super-block (gemv) or per pair of sub-blocks (gemm), mins apart.
+float repack_q4_k(int64_t n, const uint8_t* w, const uint8_t* a, bool per_pair) {
+    float acc = 0.0f, acc_min = 0.0f;
+    for (int64_t b = 0; b < n / 256; ++b) {
+        const uint8_t* x = w + b * 144;
+        const uint8_t* y = a + b * 292;
+        float da;
+        std::memcpy(&da, y, 4);
+        const float d = f16(x) * da, dmin = f16(x + 2) * da;
+        const uint8_t* sc = x + 4;
+        int64_t sum = 0, msum = 0;
+        for (int c = 0; c < 4; ++c) {
+            int64_t pair = 0, mpair = 0;
+            for (int h = 0; h < 2; ++h) {
+                const int j = 2 * c + h;
+                const int scale = j < 4 ? sc[j] & 63 : (sc[j + 4] & 15) | ((sc[j - 4] >> 6) << 4);
+                const int min = j < 4 ? sc[j + 4] & 63 : (sc[j + 4] >> 4) | ((sc[j] >> 6) << 4);
+                int dot = 0, bsum = 0;
+                for (int i = 0; i < 32; ++i) {
+                    const int code = h == 0 ? x[16 + 32 * c + i] & 15 : x[16 + 32 * c + i] >> 4;
+                    const int act = static_cast<int8_t>(y[4 + 32 * j + i]);
+                    dot += code * act;
+                    bsum += act;
+                }
+                pair += scale * dot;
+                mpair += min * bsum;
+            }
+            if (per_pair) {
+                acc = std::fma(static_cast<float>(pair), d, acc);
+                acc_min = std::fma(static_cast<float>(mpair), dmin, acc_min);
+            }
+            sum += pair;
+            msum += mpair;
+        }
+        if (!per_pair) {
+            acc = std::fma(static_cast<float>(sum), d, acc);
+            acc_min = std::fma(static_cast<float>(msum), dmin, acc_min);
+        }
+    }
+    return acc - acc_min;
+}
+
+}  // namespace order
+
+TEST_CASE("tinyBLAS and repacked-kernel dots follow llama.cpp's float orders bit for bit") {
+    Rng rng(4242);
+    const GgmlType kTypes[] = {GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::MXFP4, GgmlType::Q4_K};
+    int checked = 0;
+    for (Isa isa : simd_levels()) {
+        const q::VecDotKernels& kt = q::vec_dot_kernels_for(isa);
+        for (GgmlType wt : kTypes) {
+            const uint32_t w = tid(wt), a = q::vec_dot_type(w);
+            for (int64_t n : {256, 512, 2048}) {
+                for (int rep = 0; rep < 6; ++rep) {
+                    const std::vector<uint8_t> wrow = random_weight_bytes(w, n, rng);
+                    const std::vector<uint8_t> arow = random_act_codes(a, n, rng, rep == 0);
+                    const auto check = [&](q::VecDotFn fn, float want, const char* which) {
+                        if (!fn) return;
+                        const float got = fn(n, wrow.data(), arow.data());
+                        ++checked;
+                        CHECK_MSG(got == want || (std::isnan(got) && std::isnan(want)), "%s %s on %s n=%lld: %.9g vs %.9g",
+                                  which, name(w), moe::cpu::isa_name(isa), static_cast<long long>(n), got, want);
+                    };
+                    if (wt == GgmlType::Q4_K) {
+                        check(kt.repack[w], order::repack_q4_k(n, wrow.data(), arow.data(), false), "repack");
+                        check(kt.repack_gemm[w], order::repack_q4_k(n, wrow.data(), arow.data(), true), "repack_gemm");
+                    } else {
+                        check(kt.tinyblas[w], order::tinyblas(w, n, wrow.data(), arow.data()), "tinyblas");
+                        check(kt.repack[w], order::repack32(w, n, wrow.data(), arow.data()), "repack");
+                    }
+                }
+            }
+        }
+        // x86 tables carry every order llama.cpp's x86 backend uses for these types.
+        if (isa == Isa::Avx2 || isa == Isa::Avx512) {
+            CHECK(kt.tinyblas[tid(GgmlType::Q8_0)] && kt.tinyblas[tid(GgmlType::Q4_0)]);
+            CHECK(kt.repack[tid(GgmlType::Q4_0)] && kt.repack[tid(GgmlType::MXFP4)] && kt.repack[tid(GgmlType::Q4_K)]);
+            CHECK(kt.repack_gemm[tid(GgmlType::Q4_K)]);
+        }
+    }
+    CHECK(q::vec_dot_kernels_for(Isa::Scalar).tinyblas[tid(GgmlType::Q8_0)] == nullptr);
+    const bool x86 = moe::cpu::isa_supported(Isa::Avx2);
+    CHECK(!x86 || checked > 0);
+}
+
+TEST_CASE("x86 activation quantizer: 127 / amax and round half to even, unlike the weight quantizer") {
+    // amax = 127 makes the multiplier exactly 1, so k + 0.5 is a tie: x86 rounds it to even, the
+    // reference (weight) quantizer away from zero.
+    std::vector<float> x(64);
+    for (int i = 0; i < 64; ++i) x[i] = static_cast<float>(i % 32) - 15.5f;
+    x[31] = 127.0f;
+    x[63] = -127.0f;
+    std::vector<uint8_t> got(2 * 34);
+    q::quantize_row_q8_0_x86(x.data(), got.data(), 64);
+    const std::vector<uint8_t> ref = quantize_row(tid(GgmlType::Q8_0), x.data(), 64);
+    bool all_even = true, ref_differs = false;
+    for (int b = 0; b < 2; ++b) {
+        CHECK(order::f16(got.data() + 34 * b) == 1.0f);
+        for (int i = 0; i < 32; ++i) {
+            const int code = static_cast<int8_t>(got[34 * b + 2 + i]);
+            const float v = x[32 * b + i];
+            all_even = all_even && code == static_cast<int>(std::nearbyint(v));
+            ref_differs = ref_differs || code != static_cast<int8_t>(ref[34 * b + 2 + i]);
+        }
+    }
+    CHECK(all_even);
+    CHECK(ref_differs);
+    // Random rows: codes are round-half-even(x * (127 / amax)), d = amax / 127 as F16.
+    Rng rng(77);
+    for (int rep = 0; rep < 20; ++rep) {
+        const std::vector<float> v = gaussian(rng, 256);
+        std::vector<uint8_t> out(8 * 34);
+        q::quantize_row_q8_0_x86(v.data(), out.data(), 256);
+        bool ok = true;
+        for (int b = 0; b < 8; ++b) {
+            float amax = 0.0f;
+            for (int i = 0; i < 32; ++i) amax = std::max(amax, std::fabs(v[32 * b + i]));
+            const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
+            ok = ok && order::f16(out.data() + 34 * b) == q::fp16_to_fp32(q::fp32_to_fp16(amax / 127.0f));
+            for (int i = 0; i < 32; ++i) {
+                ok = ok && static_cast<int8_t>(out[34 * b + 2 + i]) == static_cast<int>(std::nearbyint(v[32 * b + i] * id));
+            }
+        }
+        CHECK(ok);
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
 // 3 / 4. matmul, matmul_experts
 // ------------------------------------------------------------------------------------------------
 
@@ -584,11 +779,22 @@ TEST_CASE("matmul: strided rows, padding untouched, batching and threads do not 
         for (Isa isa : all_levels()) {
             std::vector<float> y(static_cast<size_t>(n_tokens * ys), -7.0f);
             k::matmul(m.view(), x.data(), xs, n_tokens, y.data(), ys, pool3, isa);
+            // Types with a batched order of their own (llama.cpp's tinyBLAS for Q8_0 / Q4_0) give
+            // single tokens the vec_dot order, so a token of the batch is compared with a batch of
+            // two copies of it: the other rows of a batch must not change a bit.
+            const bool batched_order = q::vec_dot_kernels_for(isa).tinyblas[w] != nullptr;
             bool pad_ok = true, same = true;
             for (int64_t t = 0; t < n_tokens; ++t) {
                 for (int64_t o = n_out; o < ys; ++o) pad_ok = pad_ok && y[t * ys + o] == -7.0f;
-                std::vector<float> one(static_cast<size_t>(n_out));
-                k::matmul(m.view(), x.data() + t * xs, n_in, 1, one.data(), n_out, pool1, isa);
+                std::vector<float> one(static_cast<size_t>(2 * n_out));
+                if (batched_order) {
+                    std::vector<float> pair(x.begin() + t * xs, x.begin() + t * xs + n_in);
+                    pair.insert(pair.end(), pair.begin(), pair.end());
+                    k::matmul(m.view(), pair.data(), n_in, 2, one.data(), n_out, pool1, isa);
+                    same = same && std::memcmp(one.data(), one.data() + n_out, n_out * sizeof(float)) == 0;
+                } else {
+                    k::matmul(m.view(), x.data() + t * xs, n_in, 1, one.data(), n_out, pool1, isa);
+                }
                 same = same && std::memcmp(one.data(), y.data() + t * ys, n_out * sizeof(float)) == 0;
             }
             CHECK_MSG(pad_ok, "%s on %s: padding written", name(w), moe::cpu::isa_name(isa));
@@ -679,11 +885,14 @@ TEST_CASE("matmul / matmul_experts: large batches (parallel activation conversio
         k::matmul_experts(ex, xe.data(), n_in, src.data(), eid.data(), n_rows, e3.data(), 8, pool3, isa);
         k::matmul_experts(ex, xe.data(), n_in, src.data(), eid.data(), n_rows, e1.data(), 8, pool1, isa);
         CHECK_MSG(std::memcmp(e1.data(), e3.data(), e1.size() * sizeof(float)) == 0, "%s experts", name(w));
-        // Row r of expert e equals the dense product of that expert's matrix.
+        // Row r of expert e equals the dense product of that expert's matrix (token by token: the
+        // expert product, like llama.cpp's mul_mat_id, never takes a batched tinyBLAS order).
         std::vector<float> dense(static_cast<size_t>(n_tokens * 8));
         bool same = true;
         for (int32_t e = 0; e < 3; ++e) {
-            k::matmul(ex.expert(e), xe.data(), n_in, n_tokens, dense.data(), 8, pool1, isa);
+            for (int32_t t = 0; t < n_tokens; ++t) {
+                k::matmul(ex.expert(e), xe.data() + t * n_in, n_in, 1, dense.data() + t * 8, 8, pool1, isa);
+            }
             for (int64_t r = 0; r < n_rows; ++r) {
                 if (eid[r] == e) same = same && std::memcmp(&e1[r * 8], &dense[src[r] * 8], 8 * sizeof(float)) == 0;
             }
