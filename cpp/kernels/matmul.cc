@@ -58,6 +58,9 @@ constexpr int64_t kParallelConvertElements = 64 * 1024;
 // takes ggml_vec_dot_f32's order (matching llama.cpp for single tokens and for other shapes).
 constexpr bool kF32TinyBlasOrder = false;
 
+// Fused SwiGLU chunks start on multiples of this (the widest vector SiLU is 16 lanes).
+constexpr int64_t kSwigluAlign = 64;
+
 // What a product needs to know about its weight type on the chosen level.
 struct DotPlan {
     uint32_t act_type = 0;
@@ -147,6 +150,7 @@ struct Scratch {
     std::vector<uint8_t> act;            // converted activation rows
     std::vector<const uint8_t*> rows;    // activation row of each output row, in work order
     std::vector<float*> outs;            // output row of each output row, in work order
+    std::vector<float*> up_outs;         // fused SwiGLU: up-product row of each output row
     std::vector<int32_t> sources;        // distinct source rows (experts)
     std::vector<int64_t> counts;         // rows per expert, then offsets
     struct Item {
@@ -316,10 +320,13 @@ void matmul(const WeightMatrix& w, const float* x, int64_t x_stride, int64_t n_t
         work);
 }
 
-void matmul_experts(const ExpertMatrix& w, const float* x, int64_t x_stride, const int32_t* source_of_row,
-                    const int32_t* expert_of_row, int64_t n_rows, float* y, int64_t y_stride,
-                    runtime::ThreadPool& pool, cpu::Isa isa) {
-    static const char* const kOp = "matmul_experts";
+namespace {
+
+// matmul_experts, and with `up` the fused gate/up + SwiGLU of matmul_experts_swiglu (then y holds
+// the gate products until each chunk's SwiGLU overwrites them, and u the up products).
+void experts_impl(const char* kOp, const ExpertMatrix& w, const ExpertMatrix* up, const float* x, int64_t x_stride,
+                  const int32_t* source_of_row, const int32_t* expert_of_row, int64_t n_rows, float* y, float* u,
+                  int64_t y_stride, runtime::ThreadPool& pool, cpu::Isa isa) {
     DotPlan plan = plan_for(w.type, w.n_in, w.n_out, w.row_bytes, isa, kOp);
     select_llama_order(plan, w.type, w.n_out, n_rows, false);
     check_buffer(n_rows >= 0, kOp, "negative row count");
@@ -367,12 +374,14 @@ void matmul_experts(const ExpertMatrix& w, const float* x, int64_t x_stride, con
     for (int64_t e = 0; e < w.n_expert; ++e) s.counts[e + 1] += s.counts[e];  // counts[e] = first slot of e
     s.rows.resize(static_cast<size_t>(n_rows));
     s.outs.resize(static_cast<size_t>(n_rows));
+    if (up) s.up_outs.resize(static_cast<size_t>(n_rows));
     {
         std::vector<int64_t>& next = s.counts;  // advanced while filling, restored below
         for (int64_t r = 0; r < n_rows; ++r) {
             const int64_t at = next[static_cast<size_t>(expert_of_row[r])]++;
             s.rows[at] = act_row_of(source_of_row[r]);
             s.outs[at] = y + r * y_stride;
+            if (up) s.up_outs[at] = u + r * y_stride;
         }
         for (int64_t e = w.n_expert; e > 0; --e) next[e] = next[e - 1];
         next[0] = 0;
@@ -387,22 +396,53 @@ void matmul_experts(const ExpertMatrix& w, const float* x, int64_t x_stride, con
     for (int64_t e = 0; e < w.n_expert; ++e) {
         const int64_t first = s.counts[e], count = s.counts[e + 1] - s.counts[e];
         if (count == 0) continue;
-        const int64_t chunk = std::min(w.n_out, std::max<int64_t>(4, target / count));
+        int64_t chunk = std::min(w.n_out, std::max<int64_t>(4, target / count));
+        // Fused SwiGLU runs per chunk; chunks that start on a multiple of the widest vector keep
+        // its SIMD/scalar split (and so its results) identical to a whole-row SwiGLU.
+        if (up) chunk = std::min(w.n_out, (chunk + kSwigluAlign - 1) / kSwigluAlign * kSwigluAlign);
         for (int64_t o = 0; o < w.n_out; o += chunk) s.items.push_back({e, o, std::min(w.n_out, o + chunk), first, count});
     }
 
     const Scratch::Item* items = s.items.data();
     const uint8_t* const* rows = s.rows.data();
     float* const* outs = s.outs.data();
+    float* const* up_outs = up ? s.up_outs.data() : nullptr;
     run_items(
         pool, static_cast<int64_t>(s.items.size()),
         [&](int64_t i) {
             const Scratch::Item& it = items[i];
             const WeightMatrix m = w.expert(it.expert);
             dot_tile(plan, m.data, m.row_bytes, m.n_in, it.o0, it.o1, rows + it.first, outs + it.first, it.count);
+            if (!up) return;
+            const WeightMatrix mu = up->expert(it.expert);
+            dot_tile(plan, mu.data, mu.row_bytes, mu.n_in, it.o0, it.o1, rows + it.first, up_outs + it.first, it.count);
+            for (int64_t r = it.first; r < it.first + it.count; ++r) {
+                swiglu(outs[r] + it.o0, up_outs[r] + it.o0, outs[r] + it.o0, it.o1 - it.o0, isa);
+            }
         },
-        static_cast<uint64_t>(total_work) * w.row_bytes);
+        static_cast<uint64_t>(total_work) * w.row_bytes * (up ? 2 : 1));
 }
+
+}  // namespace
+
+void matmul_experts(const ExpertMatrix& w, const float* x, int64_t x_stride, const int32_t* source_of_row,
+                    const int32_t* expert_of_row, int64_t n_rows, float* y, int64_t y_stride,
+                    runtime::ThreadPool& pool, cpu::Isa isa) {
+    experts_impl("matmul_experts", w, nullptr, x, x_stride, source_of_row, expert_of_row, n_rows, y, nullptr, y_stride,
+                 pool, isa);
+}
+
+void matmul_experts_swiglu(const ExpertMatrix& gate, const ExpertMatrix& up, const float* x, int64_t x_stride,
+                           const int32_t* source_of_row, const int32_t* expert_of_row, int64_t n_rows, float* y,
+                           float* u_scratch, int64_t y_stride, runtime::ThreadPool& pool, cpu::Isa isa) {
+    static const char* const kOp = "matmul_experts_swiglu";
+    check_buffer(gate.type == up.type && gate.n_in == up.n_in && gate.n_out == up.n_out && gate.n_expert == up.n_expert &&
+                     gate.row_bytes == up.row_bytes && gate.expert_bytes == up.expert_bytes,
+                 kOp, "gate and up differ in type or shape");
+    check_buffer(n_rows == 0 || (up.data && u_scratch), kOp, "null buffer");
+    experts_impl(kOp, gate, &up, x, x_stride, source_of_row, expert_of_row, n_rows, y, u_scratch, y_stride, pool, isa);
+}
+
 
 void matmul_reference(const WeightMatrix& w, const float* x, int64_t x_stride, int64_t n_tokens, float* y,
                       int64_t y_stride) {

@@ -49,6 +49,16 @@ void matmul_experts(const ExpertMatrix& w, const float* x, int64_t x_stride, con
                     const int32_t* expert_of_row, int64_t n_rows, float* y, int64_t y_stride,
                     runtime::ThreadPool& pool, cpu::Isa isa);
 
+// MoE gate/up projections fused with their activation: for every row r (e = expert_of_row[r]),
+//   y[r, :] = silu(gate[e] · x[src]) * (up[e] · x[src])
+// with the numerics of matmul_experts for both products followed by kernels::swiglu. Each source
+// row is converted once for both products, and a chunk's SwiGLU runs right after its two products
+// while they are in cache. gate and up must match in type and shape; u_scratch: [n_rows, n_out]
+// (stride y_stride) receives the up products.
+void matmul_experts_swiglu(const ExpertMatrix& gate, const ExpertMatrix& up, const float* x, int64_t x_stride,
+                           const int32_t* source_of_row, const int32_t* expert_of_row, int64_t n_rows, float* y,
+                           float* u_scratch, int64_t y_stride, runtime::ThreadPool& pool, cpu::Isa isa);
+
 // Dot format of a weight type (the ggml "vec_dot_type"); throws UnsupportedType if the weight type
 // has no dot product.
 uint32_t dot_type_of(uint32_t weight_type);

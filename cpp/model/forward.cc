@@ -204,9 +204,16 @@ void moe_ffn(ModelState& m, const LayerWeights& L, const float* xn, int64_t nr, 
     } else {
         float* g = grow(ws.exp_a, static_cast<size_t>(R * F));
         float* u = grow(ws.exp_b, static_cast<size_t>(R * F));
-        kernels::matmul_experts(L.up_exps, xn, E, row_src, row_expert, R, u, F, pool, m.isa);
-        kernels::matmul_experts(L.gate_exps, xn, E, row_src, row_expert, R, g, F, pool, m.isa);
-        swiglu_rows(pool, g, F, u, F, R, F, m.isa);
+        const kernels::ExpertMatrix& G = L.gate_exps;
+        const kernels::ExpertMatrix& U = L.up_exps;
+        if (G.type == U.type && G.row_bytes == U.row_bytes && G.expert_bytes == U.expert_bytes) {
+            // One pass: activations converted once, each chunk's SwiGLU while it is in cache.
+            kernels::matmul_experts_swiglu(G, U, xn, E, row_src, row_expert, R, g, u, F, pool, m.isa);
+        } else {
+            kernels::matmul_experts(U, xn, E, row_src, row_expert, R, u, F, pool, m.isa);
+            kernels::matmul_experts(G, xn, E, row_src, row_expert, R, g, F, pool, m.isa);
+            swiglu_rows(pool, g, F, u, F, R, F, m.isa);
+        }
         act = g;
         act_stride = F;
     }

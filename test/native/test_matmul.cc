@@ -29,6 +29,7 @@
 #include "common/error.h"
 #include "cpu/cpu_features.h"
 #include "kernels/matmul.h"
+#include "kernels/ops.h"
 #include "quant/fp16.h"
 #include "quant/ggml_types.h"
 #include "quant/quant.h"
@@ -983,6 +984,44 @@ TEST_CASE("matmul_experts: decode shape (one source, k experts of many) and ever
             }
             k::matmul_experts(ex.view(), x.data(), 512, src.data(), eid.data(), n_rows, y.data(), 96, pool3, isa);
             CHECK_MSG(std::memcmp(y.data(), want.data(), y.size() * sizeof(float)) == 0, "%s layout %d", name(w), layout);
+        }
+    }
+}
+
+TEST_CASE("matmul_experts_swiglu equals gate and up products followed by swiglu, bit for bit") {
+    Rng rng(808);
+    moe::runtime::ThreadPool pool1(1), pool2(2), pool3(3);
+    moe::runtime::ThreadPool* pools[] = {&pool1, &pool2, &pool3};
+    for (GgmlType wt : {GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::Q8_0, GgmlType::MXFP4, GgmlType::F32, GgmlType::F16}) {
+        const uint32_t w = tid(wt);
+        // n_out 200: not a multiple of the fused chunk alignment, so the last chunk has a SIMD tail.
+        const int64_t n_in = 256, n_out = 200, n_expert = 5, n_src = 6, ys = n_out + 5;
+        const Experts gate = make_experts(w, n_in, n_out, n_expert, rng);
+        const Experts up = make_experts(w, n_in, n_out, n_expert, rng);
+        const std::vector<float> x = gaussian(rng, n_src * n_in);
+        for (int64_t n_rows : {1, 8, 40}) {
+            std::vector<int32_t> src(static_cast<size_t>(n_rows)), eid(static_cast<size_t>(n_rows));
+            for (int64_t r = 0; r < n_rows; ++r) {
+                src[r] = rng.below(n_src);
+                eid[r] = rng.below(n_expert);
+            }
+            for (Isa isa : all_levels()) {
+                std::vector<float> g(static_cast<size_t>(n_rows * ys), -3.0f), u(g.size(), -3.0f);
+                k::matmul_experts(gate.view(), x.data(), n_in, src.data(), eid.data(), n_rows, g.data(), ys, pool1, isa);
+                k::matmul_experts(up.view(), x.data(), n_in, src.data(), eid.data(), n_rows, u.data(), ys, pool1, isa);
+                for (int64_t r = 0; r < n_rows; ++r) k::swiglu(g.data() + r * ys, u.data() + r * ys, g.data() + r * ys, n_out, isa);
+                for (auto* pool : pools) {
+                    std::vector<float> y(g.size(), -3.0f), scratch(g.size(), -3.0f);
+                    k::matmul_experts_swiglu(gate.view(), up.view(), x.data(), n_in, src.data(), eid.data(), n_rows, y.data(),
+                                             scratch.data(), ys, *pool, isa);
+                    bool same = true;
+                    for (int64_t r = 0; r < n_rows; ++r) {
+                        same = same && std::memcmp(y.data() + r * ys, g.data() + r * ys, n_out * sizeof(float)) == 0;
+                    }
+                    CHECK_MSG(same, "%s on %s rows=%lld threads=%d", name(w), moe::cpu::isa_name(isa),
+                              static_cast<long long>(n_rows), pool->size());
+                }
+            }
         }
     }
 }
