@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "check.h"
+#include "error_check.h"
 #include "common/error.h"
 #include "cpu/cpu_features.h"
 #include "kernels/matmul.h"
@@ -1030,18 +1031,7 @@ TEST_CASE("matmul_experts_swiglu equals gate and up products followed by swiglu,
 // 5. Errors
 // ------------------------------------------------------------------------------------------------
 
-bool throws_error(const std::function<void()>& f, ErrorCode code, const std::vector<std::string>& needles = {}) {
-    try {
-        f();
-    } catch (const Error& e) {
-        bool ok = e.code() == code;
-        for (const std::string& n : needles) ok = ok && std::string(e.what()).find(n) != std::string::npos;
-        if (!ok) std::fprintf(stderr, "  unexpected error (code %d): %s\n", static_cast<int>(e.code()), e.what());
-        return ok;
-    }
-    std::fprintf(stderr, "  expected an error, nothing was thrown\n");
-    return false;
-}
+using moe_test::throws_error;
 
 TEST_CASE("dot_type_of / matmul reject weights without a dot product, naming the type") {
     for (GgmlType t : {GgmlType::IQ2_XXS, GgmlType::IQ4_NL, GgmlType::IQ4_XS, GgmlType::IQ1_M, GgmlType::Q8_K,

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "check.h"
+#include "error_check.h"
 #include "common/error.h"
 #include "cpu/cpu_features.h"
 #include "quant/fp16.h"
@@ -66,19 +67,7 @@ const GgmlType kAllTypes[] = {GgmlType::F32,  GgmlType::F16,  GgmlType::BF16, Gg
                               GgmlType::Q3_K, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K, GgmlType::Q8_K,
                               GgmlType::MXFP4};
 
-// Runs f and checks that it throws moe::Error with `code` whose message contains every needle.
-bool throws_error(const std::function<void()>& f, ErrorCode code, std::vector<std::string> needles = {}) {
-    try {
-        f();
-    } catch (const Error& e) {
-        bool ok = e.code() == code;
-        for (const std::string& n : needles) ok = ok && std::string(e.what()).find(n) != std::string::npos;
-        if (!ok) std::fprintf(stderr, "  unexpected error (code %d): %s\n", static_cast<int>(e.code()), e.what());
-        return ok;
-    }
-    std::fprintf(stderr, "  expected an error, nothing was thrown\n");
-    return false;
-}
+using moe_test::throws_error;
 
 // Same bits, or both NaN (for comparisons where a NaN payload may legitimately differ).
 bool same_or_both_nan(float a, float b) { return bits_of(a) == bits_of(b) || (std::isnan(a) && std::isnan(b)); }
