@@ -5,31 +5,16 @@
 #include <string>
 
 #include "../common/error.h"
+#include "level_tables.h"
 
 namespace moe::quant {
 
 namespace {
 
-struct AllTables {
-    QuantKernels scalar, avx2, avx512, neon;
-};
-
-// Every table is built at once on first use (a function-local static, so thread-safe). Building
-// only stores function pointers; nothing of a level runs until kernels_for() has checked that the
-// CPU supports it.
-const AllTables& all_tables() {
-    static const AllTables tables = [] {
-        AllTables t;
-        fill_scalar_kernels(t.scalar);
-        t.avx2 = t.scalar;
-        fill_avx2_kernels(t.avx2);
-        t.avx512 = t.avx2;
-        fill_avx512_kernels(t.avx512);
-        t.neon = t.scalar;
-        fill_neon_kernels(t.neon);
-        return t;
-    }();
-    return tables;
+// Built once on first use (function-local static: thread-safe).
+const LevelTables<QuantKernels>& tables() {
+    static const LevelTables<QuantKernels> t(fill_scalar_kernels, fill_avx2_kernels, fill_avx512_kernels, fill_neon_kernels);
+    return t;
 }
 
 std::string describe(const char* verb, uint32_t type_id, const char* what) {
@@ -62,17 +47,7 @@ const TypeTraits& validate(const char* verb, uint32_t type_id, bool has_kernel, 
 
 }  // namespace
 
-const QuantKernels& kernels_for(cpu::Isa isa) {
-    cpu::require_isa(isa);
-    const AllTables& t = all_tables();
-    switch (isa) {
-        case cpu::Isa::Avx2: return t.avx2;
-        case cpu::Isa::Avx512: return t.avx512;
-        case cpu::Isa::Neon: return t.neon;
-        case cpu::Isa::Scalar: break;
-    }
-    return t.scalar;
-}
+const QuantKernels& kernels_for(cpu::Isa isa) { return tables().for_isa(isa); }
 
 void dequantize(uint32_t type_id, const void* src, float* dst, int64_t n, cpu::Isa isa, const char* what) {
     const QuantKernels& k = kernels_for(isa);

@@ -4,30 +4,16 @@
 #include <cmath>
 
 #include "block_layout.h"
+#include "level_tables.h"
 
 namespace moe::quant {
 
 namespace {
 
-struct AllTables {
-    VecDotKernels scalar, avx2, avx512, neon;
-};
-
-// Built once on first use (function-local static: thread-safe). Building only stores pointers;
-// nothing of a level runs before vec_dot_kernels_for() has checked the CPU.
-const AllTables& all_tables() {
-    static const AllTables tables = [] {
-        AllTables t;
-        fill_scalar_vec_dot(t.scalar);
-        t.avx2 = t.scalar;
-        fill_avx2_vec_dot(t.avx2);
-        t.avx512 = t.avx2;
-        fill_avx512_vec_dot(t.avx512);
-        t.neon = t.scalar;
-        fill_neon_vec_dot(t.neon);
-        return t;
-    }();
-    return tables;
+// Built once on first use (function-local static: thread-safe).
+const LevelTables<VecDotKernels>& tables() {
+    static const LevelTables<VecDotKernels> t(fill_scalar_vec_dot, fill_avx2_vec_dot, fill_avx512_vec_dot, fill_neon_vec_dot);
+    return t;
 }
 
 }  // namespace
@@ -53,17 +39,7 @@ uint32_t vec_dot_type(uint32_t weight_type) noexcept {
     }
 }
 
-const VecDotKernels& vec_dot_kernels_for(cpu::Isa isa) {
-    cpu::require_isa(isa);
-    const AllTables& t = all_tables();
-    switch (isa) {
-        case cpu::Isa::Avx2: return t.avx2;
-        case cpu::Isa::Avx512: return t.avx512;
-        case cpu::Isa::Neon: return t.neon;
-        case cpu::Isa::Scalar: break;
-    }
-    return t.scalar;
-}
+const VecDotKernels& vec_dot_kernels_for(cpu::Isa isa) { return tables().for_isa(isa); }
 
 void quantize_row_q8_0_x86(const float* src, void* dst, int64_t n) {
     // Portable, yet bit for bit the AVX code: every step is one IEEE operation (max of |x|, one
