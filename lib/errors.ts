@@ -87,6 +87,25 @@ export class AbortError extends NodeMoeError {
   }
 }
 
+/**
+ * A chat template could not be used: it does not parse, fails to render, calls `raise_exception`, or
+ * the named template is not in the file. The message says which template and why.
+ */
+export class ChatTemplateError extends NodeMoeError {
+  /** Which template: a metadata key (`tokenizer.chat_template`), `built-in <name>`, or `''` for a template passed as text. */
+  readonly templateName: string;
+  /** What went wrong: it did not parse, failed while rendering, raised an error itself, or does not exist. */
+  readonly reason: 'parse' | 'render' | 'raised' | 'missing';
+  constructor(
+    message: string,
+    options: { templateName: string; reason: 'parse' | 'render' | 'raised' | 'missing'; cause?: unknown },
+  ) {
+    super(message, 'NODE_MOE_CHAT_TEMPLATE', options.cause === undefined ? undefined : { cause: options.cause });
+    this.templateName = options.templateName;
+    this.reason = options.reason;
+  }
+}
+
 /** Turns an error thrown by the addon into the matching typed error; other values pass through. */
 export function translateNativeError(error: unknown, context: { path?: string } = {}): unknown {
   if (!(error instanceof Error) || error instanceof NodeMoeError) return error;
