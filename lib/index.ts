@@ -21,8 +21,47 @@ export { loadModel, Model, Sequence } from './model.js';
 export type { CreateSequenceOptions, EvaluateOptions, KvCacheType, LoadModelOptions, ModelInfo } from './model.js';
 export { createTokenizer, TokenType } from './tokenizer/tokenizer.js';
 export type { TokenizeOptions, Tokenizer } from './tokenizer/tokenizer.js';
+export { SUPPORTED_PRE_TOKENIZERS } from './tokenizer/tokenizer.js';
+export type { DetokenizeOptions, StreamingDetokenizer } from './tokenizer/tokenizer.js';
+export {
+  BUILTIN_CHAT_TEMPLATES,
+  builtinChatTemplate,
+  chatFormatFromMetadata,
+  chatTemplateFromMetadata,
+  createChatOutputParser,
+  formatFromTemplateText,
+  promptEndsInReasoning,
+  renderChatTemplate,
+} from './chat/index.js';
+export type {
+  BuiltinChatTemplateName,
+  ChatFormat,
+  ChatFunctionTool,
+  ChatFunctionToolShorthand,
+  ChatMessage,
+  ChatMetadata,
+  ChatOutputParser,
+  ChatOutputParserOptions,
+  ChatPart,
+  ChatReasoningDeltaPart,
+  ChatRole,
+  ChatTemplate,
+  ChatTemplateFromMetadataOptions,
+  ChatTemplateVariables,
+  ChatTextDeltaPart,
+  ChatTool,
+  ChatToolCall,
+  ChatToolCallErrorPart,
+  ChatToolCallPart,
+  JsonSchema,
+  MetadataChatTemplate,
+  RenderChatTemplateInput,
+  ToolCallArgumentsMode,
+  ToolCallIdFactory,
+} from './chat/index.js';
 export {
   AbortError,
+  ChatTemplateError,
   ContextOverflowError,
   CpuUnsupportedError,
   ModelDisposedError,
