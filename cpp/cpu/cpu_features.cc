@@ -78,6 +78,7 @@ Features detect() {
     f.avx512dq = bit(l7.ebx, 17);
     f.avx512bw = bit(l7.ebx, 30);
     f.avx512vl = bit(l7.ebx, 31);
+    if (cpuid(0, 0).eax >= 7 && l7.eax >= 1) f.avx512_bf16 = bit(cpuid(7, 1).eax, 5);
 
     const bool osxsave = bit(l1.ecx, 27);
     if (osxsave) {

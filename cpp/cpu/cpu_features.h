@@ -17,6 +17,7 @@ enum class Isa : int {
 struct Features {
     bool sse42 = false, avx = false, avx2 = false, fma = false, f16c = false;
     bool avx512f = false, avx512bw = false, avx512vl = false, avx512dq = false;
+    bool avx512_bf16 = false;  // VDPBF16PS: llama.cpp's BF16 matmuls change order with it
     bool os_avx = false, os_avx512 = false;  // OS saves YMM / ZMM state (XGETBV)
     bool neon = false;
 };

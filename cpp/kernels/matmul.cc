@@ -52,17 +52,17 @@ constexpr uint64_t kMinParallelWork = 256 * 1024;
 constexpr int64_t kParallelConvertElements = 64 * 1024;
 
 // Batched F32 products in tinyBLAS order (what llama.cpp does for >= 2 tokens, rows % 4 == 0 and
-// n_in % simd width == 0). Off for now: with it a prompt's tokens and the same tokens evaluated one
-// at a time take different orders, and test_ops' "incremental evaluation equals one batch" (1e-5
-// on the logits of a tiny F32 model) fails, its router flipping an expert. Off, every F32 product
-// takes ggml_vec_dot_f32's order (matching llama.cpp for single tokens and for other shapes).
-constexpr bool kF32TinyBlasOrder = false;
+// n_in % simd width == 0). A prompt's tokens and the same tokens one at a time then take different
+// orders, as in llama.cpp; routers are F32, and matching its order keeps near-tie expert choices
+// the same as llama.cpp's.
+constexpr bool kF32TinyBlasOrder = true;
 
 // Fused SwiGLU chunks start on multiples of this (the widest vector SiLU is 16 lanes).
 constexpr int64_t kSwigluAlign = 64;
 
 // What a product needs to know about its weight type on the chosen level.
 struct DotPlan {
+    uint32_t weight_type = 0;
     uint32_t act_type = 0;
     quant::VecDotFn dot = nullptr;
     quant::QuantizeRowFn convert = nullptr;  // nullptr for F32: rows are used as they are
@@ -70,6 +70,12 @@ struct DotPlan {
     // F32 weights: llama.cpp's float summation order, not the vec_dot table's (see f32_tile).
     bool f32 = false;
     bool f32_gemm = false;   // tinyBLAS order (batched dense product of a suitable shape)
+    // F16 / BF16 weights in llama.cpp's x86 orders, both operands widened to fp32 (exact):
+    // batched dense products in tinyBLAS order (half_gemm: dot_gemm, or VDPBF16PS's order for BF16
+    // on CPUs with AVX512-BF16), everything else in ggml_vec_dot_f16 / _bf16's (half_vec).
+    bool half_gemm = false;
+    bool half_vec = false;
+    bool bf16dp = false;
     int64_t f32_vec = 0;     // ggml_vec_dot_f32's vector part of a row (gemv order)
     cpu::Isa isa = cpu::Isa::Scalar;
     // Activation rows t < n_head use dot_head instead of dot (ggml's repacked gemm, which takes
@@ -99,6 +105,7 @@ DotPlan plan_for(uint32_t type, int64_t n_in, int64_t n_out, size_t row_bytes, c
                                                     std::to_string(quant::row_size(wt, n_in)) + " bytes)");
     }
     DotPlan p;
+    p.weight_type = type;
     p.act_type = act;
     p.dot = quant::vec_dot_kernels_for(isa).dot[type];
     if (act != kF32) p.convert = quant::kernels_for(isa).quantize[act];
@@ -109,6 +116,13 @@ DotPlan plan_for(uint32_t type, int64_t n_in, int64_t n_out, size_t row_bytes, c
         // llama.cpp's x86 build converts activations with the AVX quantize_row_q8_0 (127 / amax,
         // round half to even), not the reference rule our weight quantizer follows.
         p.convert = quant::quantize_row_q8_0_x86;
+    }
+    if (x86 && act == static_cast<uint32_t>(GgmlType::Q8_1)) p.convert = quant::quantize_row_q8_1_x86;
+    {
+        const bool f16 = type == static_cast<uint32_t>(GgmlType::F16), bf16 = type == static_cast<uint32_t>(GgmlType::BF16);
+        // ggml_vec_dot_f16's AVX-512 / AVX2 shape; BF16 only where its AVX-512 paths are reproduced.
+        p.half_vec = (f16 && x86) || (bf16 && isa == cpu::Isa::Avx512);
+        p.bf16dp = bf16 && isa == cpu::Isa::Avx512 && cpu::features().avx512_bf16;
     }
     if (type == kF32) {
         p.f32 = true;
@@ -130,9 +144,9 @@ DotPlan plan_for(uint32_t type, int64_t n_in, int64_t n_out, size_t row_bytes, c
 //  - other Q8_0 / Q4_0 dense products of two or more tokens go to llamafile's tinyBLAS;
 //  - everything else is ggml_vec_dot (the `dot` table).
 // Only x86 tables have these entries; other levels keep `dot`.
-void select_llama_order(DotPlan& p, uint32_t type, int64_t n_out, int64_t n_tokens, bool dense) {
+void select_llama_order(DotPlan& p, uint32_t type, int64_t n_out, int64_t n_tokens, bool dense, bool repackable = true) {
     const quant::VecDotKernels& k = quant::vec_dot_kernels_for(p.isa);
-    if (n_out % 8 == 0 && k.repack[type]) {
+    if (repackable && n_out % 8 == 0 && k.repack[type]) {
         p.dot = k.repack[type];
         if (dense && k.repack_gemm[type]) {
             p.dot_head = k.repack_gemm[type];
@@ -203,6 +217,33 @@ void f32_tile(const DotPlan& plan, const uint8_t* w, size_t row_bytes, int64_t n
     }
 }
 
+// F16 / BF16 weights, batched: tinyBLAS widens both operands to fp32 and runs the F32 kernel's
+// lane chains (or VDPBF16PS pairs, bf16dp). Rows are widened into per-thread scratch.
+void half_tile(const DotPlan& plan, uint32_t type, const uint8_t* w, size_t row_bytes, int64_t n_in, int64_t o0,
+               int64_t o1, const uint8_t* const* act_rows, float* const* y_rows, int64_t t0, int64_t t1) {
+    static thread_local std::vector<float> wf, af;
+    wf.resize(static_cast<size_t>(n_in));
+    af.resize(static_cast<size_t>(n_in * (t1 - t0)));
+    for (int64_t t = t0; t < t1; ++t) {
+        quant::dequantize(plan.act_type, act_rows[t], af.data() + (t - t0) * n_in, n_in, plan.isa, "activation");
+    }
+    for (int64_t o = o0; o < o1; ++o) {
+        quant::dequantize(type, w + static_cast<size_t>(o) * row_bytes, wf.data(), n_in, plan.isa, "weight");
+        for (int64_t t = t0; t < t1; ++t) {
+            const float* a = af.data() + (t - t0) * n_in;
+            const float* wr = wf.data();
+            if (plan.half_gemm) {
+                y_rows[t][o] = plan.bf16dp ? dot_gemm_bf16dp(wr, a, n_in) : dot_gemm(wr, a, n_in, plan.isa);
+            } else if (type == static_cast<uint32_t>(GgmlType::BF16)) {
+                y_rows[t][o] = dot_vec_bf16(wr, a, n_in, plan.bf16dp);
+            } else {
+                const int64_t step = 4 * simd_width(plan.isa);
+                y_rows[t][o] = dot_gemv(wr, a, n_in, n_in / step * step, true, plan.isa);
+            }
+        }
+    }
+}
+
 // y_rows[t][o] = dot(W row o, act_rows[t]) for o in [o0, o1) and t in [0, n_act).
 void dot_tile(const DotPlan& plan, const uint8_t* w, size_t row_bytes, int64_t n_in, int64_t o0, int64_t o1,
               const uint8_t* const* act_rows, float* const* y_rows, int64_t n_act) {
@@ -212,6 +253,10 @@ void dot_tile(const DotPlan& plan, const uint8_t* w, size_t row_bytes, int64_t n
         const int64_t t1 = std::min(n_act, t0 + block);
         if (plan.f32) {
             f32_tile(plan, w, row_bytes, n_in, o0, o1, act_rows, y_rows, t0, t1);
+            continue;
+        }
+        if (plan.half_gemm || plan.half_vec) {
+            half_tile(plan, plan.weight_type, w, row_bytes, n_in, o0, o1, act_rows, y_rows, t0, t1);
             continue;
         }
         const int64_t th = std::min(t1, std::max(t0, plan.n_head));  // [t0, th): dot_head
@@ -286,8 +331,15 @@ void matmul(const WeightMatrix& w, const float* x, int64_t x_stride, int64_t n_t
     static const char* const kOp = "matmul";
     DotPlan plan = plan_for(w.type, w.n_in, w.n_out, w.row_bytes, isa, kOp);
     plan.f32_gemm = kF32TinyBlasOrder && plan.f32 && n_tokens >= 2 && w.n_out % 4 == 0 &&
-                    w.n_in % simd_width(isa) == 0;
-    select_llama_order(plan, w.type, w.n_out, n_tokens, true);
+                    w.n_in % simd_width(isa) == 0 && !w.strided_input;
+    // llamafile_sgemm takes batched F16 / BF16 products too (x86 builds; the same shape rules, with
+    // 32-element steps for BF16 on AVX512-BF16).
+    const bool x86 = isa == cpu::Isa::Avx2 || isa == cpu::Isa::Avx512;
+    if (x86 && n_tokens >= 2 && w.n_out % 4 == 0 &&
+        (w.type == static_cast<uint32_t>(GgmlType::F16) || w.type == static_cast<uint32_t>(GgmlType::BF16))) {
+        plan.half_gemm = w.n_in % (plan.bf16dp ? 32 : simd_width(isa)) == 0;
+    }
+    select_llama_order(plan, w.type, w.n_out, n_tokens, true, !w.slice_of_3d);
     check_buffer(n_tokens >= 0, kOp, "negative token count");
     if (n_tokens == 0 || w.n_out == 0) return;
     check_buffer(w.data && x && y, kOp, "null buffer");

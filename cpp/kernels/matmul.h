@@ -19,6 +19,12 @@ struct WeightMatrix {
     int64_t n_in = 0;         // K: elements per row (ne0)
     int64_t n_out = 0;        // N: rows (ne1)
     size_t row_bytes = 0;     // bytes per row
+    // A slice of a 3-D weight used in a batched ggml_mul_mat (MLA's k_b / v_b): llama.cpp keeps
+    // such weights out of its repack buffer, so their products take the plain kernels' order.
+    bool slice_of_3d = false;
+    // llama.cpp multiplies this weight with a non-contiguous (permuted) src1 (MLA's k_b and q_nope):
+    // an F32 weight then skips llamafile's tinyBLAS (it needs src1 contiguous or converted).
+    bool strided_input = false;
 };
 
 // A 3-D expert weight: n_expert matrices of n_out rows of n_in (ggml {n_in, n_out, n_expert}).

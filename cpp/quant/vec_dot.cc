@@ -57,4 +57,24 @@ void quantize_row_q8_0_x86(const float* src, void* dst, int64_t n) {
     }
 }
 
+void quantize_row_q8_1_x86(const float* src, void* dst, int64_t n) {
+    // ggml's AVX quantize_row_q8_1: the Q8_0 rule above (127 / amax, round half to even), and
+    // s = d times the integer sum of the codes, one rounding to fp32, then to F16.
+    uint8_t* b = static_cast<uint8_t*>(dst);
+    for (int64_t i = 0; i < n / 32; ++i, b += q8_1::kBytes, src += 32) {
+        float amax = 0.0f;
+        for (int k = 0; k < 32; ++k) amax = std::fmax(amax, std::fabs(src[k]));
+        const float d = amax / 127.0f;
+        const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
+        store_u16(b + q8_1::kD, fp32_to_fp16(d));
+        int8_t* qs = reinterpret_cast<int8_t*>(b + q8_1::kQs);
+        int32_t sum = 0;
+        for (int k = 0; k < 32; ++k) {
+            qs[k] = static_cast<int8_t>(std::nearbyint(src[k] * id));
+            sum += qs[k];
+        }
+        store_u16(b + q8_1::kS, fp32_to_fp16(d * static_cast<float>(sum)));
+    }
+}
+
 }  // namespace moe::quant

@@ -61,6 +61,8 @@ struct VecDotKernels {
 // (quant::quantize, ggml's reference quantize_row_q8_0_ref) instead multiplies by 1 / d and rounds
 // half away from zero, which can give a different code for a value near a rounding boundary.
 void quantize_row_q8_0_x86(const float* src, void* dst, int64_t n);
+// The same for Q8_1 activations (Q4_1 / Q5_1 weights): ggml's AVX quantize_row_q8_1.
+void quantize_row_q8_1_x86(const float* src, void* dst, int64_t n);
 
 // The dot format of a weight type, or kNoDotType if no dot product exists for it (IQ*, TQ*, the
 // activation-only types Q8_1 / Q8_K, integer types, unknown ids).

@@ -25,6 +25,7 @@
 #error "vec_dot_avx2.cc must be compiled with -mavx2 -mfma -mf16c"
 #endif
 
+#include <cmath>
 #include <immintrin.h>
 
 #include "block_layout.h"
@@ -160,21 +161,16 @@ float dot_bf16(int64_t n, const void* wv, const void* av) {
 // Legacy 32-element blocks
 // ------------------------------------------------------------------------------------------------
 
-// Runs block(x, y, acc) over the n/32 block pairs, alternating two accumulators so consecutive
-// blocks' FMAs do not wait on each other. Returns the sum of the lanes.
+// Runs block(x, y, acc) over the n/32 blocks into one accumulator, as ggml's AVX2 Q4_0 / Q5_0 /
+// Q8_0 dots do (their float order: one FMA per block into the same eight lanes, then hsum).
 template <int kWBytes, int kABytes, typename Block>
 inline float legacy_dot(int64_t n, const void* wv, const void* av, Block block) {
     const uint8_t* x = bytes(wv);
     const uint8_t* y = bytes(av);
     const int64_t nb = n / kQK;
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-    int64_t i = 0;
-    for (; i + 2 <= nb; i += 2, x += 2 * kWBytes, y += 2 * kABytes) {
-        acc0 = block(x, y, acc0);
-        acc1 = block(x + kWBytes, y + kABytes, acc1);
-    }
-    if (i < nb) acc0 = block(x, y, acc0);
-    return hsum256(_mm256_add_ps(acc0, acc1));
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t i = 0; i < nb; ++i, x += kWBytes, y += kABytes) acc = block(x, y, acc);
+    return hsum256(acc);
 }
 
 // Eight f16 values at p, p + stride, ..., p + 7 * stride as floats.
@@ -196,73 +192,50 @@ inline __m256 e8m0_half_x8(const uint8_t* p, int stride) {
     return _mm256_castsi256_ps(_mm256_blendv_epi8(normal, tiny, _mm256_cmpgt_epi32(_mm256_set1_epi32(2), e)));
 }
 
-// 4-bit formats with signed byte values (Q4_0: nibble - 8, MXFP4: table value). Blocks go in pairs:
-// the 128-bit halves of every vector belong to block A (low) and block B (high). Low nibbles meet
-// activation bytes 0..15 of their block, high nibbles bytes 16..31; the two byte-product vectors
-// are added as i16 (|value| <= 12 keeps every lane below 2 * 2 * 12 * 127 = 6096) and widened
-// once, so i32 lanes 0..3 hold block A's sum and 4..7 block B's. Eight blocks' scale factors are
-// formed at once (scale8, natural order) and spread over a pair's lanes with one permute.
-template <int kWBytes, int kQsOffset, typename Values, typename Scale8, typename Scale1>
-inline float nibble_dot(int64_t n, const void* wv, const void* av, Values values, Scale8 scale8, Scale1 scale1) {
-    const uint8_t* x = bytes(wv);
-    const uint8_t* y = bytes(av);
-    const int64_t nb = n / kQK;
-    const __m256i low4 = splat8(0x0F);
-    auto pair_sums = [&](const uint8_t* xa, const uint8_t* ya) {
-        const uint8_t* xb = xa + kWBytes;
-        const uint8_t* yb = ya + q8_0::kBytes;
-        const __m256i qs = _mm256_inserti128_si256(_mm256_castsi128_si256(load128(xa + kQsOffset)), load128(xb + kQsOffset), 1);
-        const __m256i w_lo = values(_mm256_and_si256(qs, low4));
-        const __m256i w_hi = values(_mm256_and_si256(_mm256_srli_epi16(qs, 4), low4));
-        const __m256i a_lo = _mm256_inserti128_si256(_mm256_castsi128_si256(load128(ya + q8_0::kQs)), load128(yb + q8_0::kQs), 1);
-        const __m256i a_hi =
-            _mm256_inserti128_si256(_mm256_castsi128_si256(load128(ya + q8_0::kQs + 16)), load128(yb + q8_0::kQs + 16), 1);
-        const __m256i p16 = _mm256_add_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(w_lo, w_lo), _mm256_sign_epi8(a_lo, w_lo)),
-                                             _mm256_maddubs_epi16(_mm256_sign_epi8(w_hi, w_hi), _mm256_sign_epi8(a_hi, w_hi)));
-        return _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, _mm256_set1_epi16(1)));
-    };
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-    int64_t i = 0;
-    for (; i + 8 <= nb; i += 8, x += 8 * kWBytes, y += 8 * q8_0::kBytes) {
-        const __m256 d = scale8(x, y);
-        acc0 = _mm256_fmadd_ps(_mm256_permutevar8x32_ps(d, _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1)), pair_sums(x, y), acc0);
-        acc1 = _mm256_fmadd_ps(_mm256_permutevar8x32_ps(d, _mm256_setr_epi32(2, 2, 2, 2, 3, 3, 3, 3)),
-                               pair_sums(x + 2 * kWBytes, y + 2 * q8_0::kBytes), acc1);
-        acc0 = _mm256_fmadd_ps(_mm256_permutevar8x32_ps(d, _mm256_setr_epi32(4, 4, 4, 4, 5, 5, 5, 5)),
-                               pair_sums(x + 4 * kWBytes, y + 4 * q8_0::kBytes), acc0);
-        acc1 = _mm256_fmadd_ps(_mm256_permutevar8x32_ps(d, _mm256_setr_epi32(6, 6, 6, 6, 7, 7, 7, 7)),
-                               pair_sums(x + 6 * kWBytes, y + 6 * q8_0::kBytes), acc1);
-    }
-    for (; i + 2 <= nb; i += 2, x += 2 * kWBytes, y += 2 * q8_0::kBytes) {
-        const __m256 d = _mm256_set_m128(_mm_set1_ps(scale1(x + kWBytes, y + q8_0::kBytes)), _mm_set1_ps(scale1(x, y)));
-        acc0 = _mm256_fmadd_ps(d, pair_sums(x, y), acc0);
-    }
-    float sum = hsum256(_mm256_add_ps(acc0, acc1));
-    if (i < nb) {  // a last single block
-        const __m128i qs = load128(x + kQsOffset);
-        const __m256i w = values(_mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(qs, 4), qs), low4));
-        sum += scale1(x, y) * hsum256(_mm256_cvtepi32_ps(dot_i8_i8(w, load256(y + q8_0::kQs))));
-    }
-    return sum;
+// The 32 signed 4-bit values of a Q4_0 / MXFP4 block in element order: low nibbles (elements
+// 0..15) in bytes 0..15, high nibbles (16..31) in bytes 16..31.
+template <typename Values>
+inline __m256i nibble_values32(const uint8_t* qs, Values values) {
+    const __m128i q = load128(qs);
+    return values(_mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), splat8(0x0F)));
 }
 
 float dot_q4_0(int64_t n, const void* w, const void* a) {
-    return nibble_dot<q4_0::kBytes, q4_0::kQs>(
-        n, w, a, [](__m256i nibbles) { return _mm256_sub_epi8(nibbles, splat8(8)); },
-        [](const uint8_t* x, const uint8_t* y) {
-            return _mm256_mul_ps(f16x8_strided(x + q4_0::kD, q4_0::kBytes), f16x8_strided(y + q8_0::kD, q8_0::kBytes));
-        },
-        [](const uint8_t* x, const uint8_t* y) { return f16_at(x + q4_0::kD) * f16_at(y + q8_0::kD); });
+    return legacy_dot<q4_0::kBytes, q8_0::kBytes>(n, w, a, [](const uint8_t* x, const uint8_t* y, __m256 acc) {
+        const __m256 d = _mm256_set1_ps(f16_at(x + q4_0::kD) * f16_at(y + q8_0::kD));
+        const __m256i q = nibble_values32(x + q4_0::kQs, [](__m256i v) { return _mm256_sub_epi8(v, splat8(8)); });
+        return _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot_i8_i8(q, load256(y + q8_0::kQs))), acc);
+    });
 }
 
+// ggml's AVX2 MXFP4 dot: block pairs alternate between two accumulators, an odd last block is
+// added as a scalar (its integer sum times the scale, contracted to an FMA).
 float dot_mxfp4(int64_t n, const void* w, const void* a) {
     const __m256i table = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kMxfp4Values)));
-    return nibble_dot<mxfp4::kBytes, mxfp4::kQs>(
-        n, w, a, [table](__m256i nibbles) { return _mm256_shuffle_epi8(table, nibbles); },
-        [](const uint8_t* x, const uint8_t* y) {
-            return _mm256_mul_ps(f16x8_strided(y + q8_0::kD, q8_0::kBytes), e8m0_half_x8(x + mxfp4::kE, mxfp4::kBytes));
-        },
-        [](const uint8_t* x, const uint8_t* y) { return f16_at(y + q8_0::kD) * e8m0_to_fp32_half(x[mxfp4::kE]); });
+    const auto values = [table](__m256i v) { return _mm256_shuffle_epi8(table, v); };
+    const uint8_t* x = bytes(w);
+    const uint8_t* y = bytes(a);
+    const int64_t nb = n / kQK;
+    const auto scale = [](const uint8_t* xb, const uint8_t* yb) { return f16_at(yb + q8_0::kD) * e8m0_to_fp32_half(xb[mxfp4::kE]); };
+    const auto block = [&](const uint8_t* xb, const uint8_t* yb) {
+        return _mm256_cvtepi32_ps(dot_i8_i8(nibble_values32(xb + mxfp4::kQs, values), load256(yb + q8_0::kQs)));
+    };
+    __m256 acc1 = _mm256_setzero_ps(), acc2 = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 1 < nb; i += 2, x += 2 * mxfp4::kBytes, y += 2 * q8_0::kBytes) {
+        acc1 = _mm256_fmadd_ps(_mm256_set1_ps(scale(x, y)), block(x, y), acc1);
+        acc2 = _mm256_fmadd_ps(_mm256_set1_ps(scale(x + mxfp4::kBytes, y + q8_0::kBytes)),
+                               block(x + mxfp4::kBytes, y + q8_0::kBytes), acc2);
+    }
+    float sum = hsum256(_mm256_add_ps(acc1, acc2));
+    if (i < nb) {
+        const __m256i p = dot_i8_i8(nibble_values32(x + mxfp4::kQs, values), load256(y + q8_0::kQs));
+        __m128i t = _mm_add_epi32(_mm256_castsi256_si128(p), _mm256_extracti128_si256(p, 1));
+        t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0x4E));
+        t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0xB1));
+        sum = std::fma(scale(x, y), static_cast<float>(_mm_cvtsi128_si32(t)), sum);
+    }
+    return sum;
 }
 
 float dot_q5_0(int64_t n, const void* w, const void* a) {
@@ -330,6 +303,15 @@ float tinyblas_q8_0(int64_t n, const void* w, const void* a) {
 }
 float tinyblas_q4_0(int64_t n, const void* w, const void* a) {
     return tinyblas_q0<q4_0::kBytes>(n, w, a, q4_0_codes, q4_0_scale);
+}
+// tinyBLAS_Q0_AVX also takes Q5_0: the same signed 5-bit codes as ggml_vec_dot_q5_0_q8_0.
+inline __m256i q5_0_codes(const uint8_t* x) {
+    const __m256i high = _mm256_andnot_si256(bits_to_bytes32(load_u32(x + q5_0::kQh)), splat8(0xF0));
+    return _mm256_or_si256(unpack_nibbles32(x + q5_0::kQs), high);
+}
+inline float q5_0_scale(const uint8_t* x, const uint8_t* y) { return f16_at(x + q5_0::kD) * f16_at(y + q8_0::kD); }
+float tinyblas_q5_0(int64_t n, const void* w, const void* a) {
+    return tinyblas_q0<q5_0::kBytes>(n, w, a, q5_0_codes, q5_0_scale);
 }
 float repack_q4_0(int64_t n, const void* w, const void* a) {
     return repack_q0<q4_0::kBytes>(n, w, a, q4_0_codes, q4_0_scale);
@@ -401,6 +383,7 @@ float dot_q45_k(int64_t n, const void* wv, const void* av) {
     const uint8_t* y = bytes(av);
     __m256 acc = _mm256_setzero_ps();
     __m128 acc_min = _mm_setzero_ps();
+    float summs = 0.0f;
     const __m256i low4 = splat8(0x0F);
     for (int64_t i = 0; i < n / kQKK; ++i, x += kBytes, y += q8_k::kBytes) {
         const float da = load_f32(y + q8_k::kD);
@@ -411,7 +394,16 @@ float dot_q45_k(int64_t n, const void* wv, const void* av) {
         // Mins: sub-block k covers bsums 2k and 2k+1.
         const __m128i bsum_pairs = _mm_hadd_epi16(load128(y + q8_k::kBsums), load128(y + q8_k::kBsums + 16));
         const __m128i min_prod = _mm_madd_epi16(_mm256_extracti128_si256(sc_m, 1), bsum_pairs);
-        acc_min = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(min_prod), acc_min);
+        if (kFiveBit) {
+            // ggml's Q5_K: the mins' integer sum (exact), then one scalar multiply-add per super-block
+            // (GCC contracts `summs += dmin * sum` to an FMA in its FMA builds).
+            __m128i t = _mm_add_epi32(min_prod, _mm_shuffle_epi32(min_prod, 0x4E));
+            t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0xB1));
+            summs = std::fma(-dmin, static_cast<float>(_mm_cvtsi128_si32(t)), summs);
+        } else {
+            // ggml's Q4_K: four float lanes of min products, reduced at the end.
+            acc_min = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(min_prod), acc_min);
+        }
 
         const __m256i scales = _mm256_broadcastsi128_si256(_mm256_castsi256_si128(sc_m));
         const uint8_t* qa = y + q8_k::kQs;
@@ -438,6 +430,7 @@ float dot_q45_k(int64_t n, const void* wv, const void* av) {
         }
         acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
     }
+    if (kFiveBit) return hsum256(acc) + summs;
     return hsum256(acc) - hsum128(acc_min);
 }
 
@@ -604,6 +597,7 @@ void fill_avx2_vec_dot(VecDotKernels& k) {
     auto set = [&k](GgmlType t, VecDotFn fn) { k.dot[static_cast<uint32_t>(t)] = fn; };
     k.tinyblas[static_cast<uint32_t>(GgmlType::Q8_0)] = tinyblas_q8_0;
     k.tinyblas[static_cast<uint32_t>(GgmlType::Q4_0)] = tinyblas_q4_0;
+    k.tinyblas[static_cast<uint32_t>(GgmlType::Q5_0)] = tinyblas_q5_0;
     k.repack[static_cast<uint32_t>(GgmlType::Q4_0)] = repack_q4_0;
     k.repack[static_cast<uint32_t>(GgmlType::MXFP4)] = repack_mxfp4;
     k.repack[static_cast<uint32_t>(GgmlType::Q4_K)] = repack_q4_k<false>;

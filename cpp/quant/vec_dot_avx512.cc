@@ -518,13 +518,15 @@ float dot_q3_k(int64_t n, const void* wv, const void* av) {
 
 void fill_avx512_vec_dot(VecDotKernels& k) {
     auto set = [&k](GgmlType t, VecDotFn fn) { k.dot[static_cast<uint32_t>(t)] = fn; };
-    set(GgmlType::Q4_0, dot_q4_0);
-    set(GgmlType::MXFP4, dot_mxfp4);
-    set(GgmlType::Q8_0, dot_q8_0);
-    // The K-quant kernels above stay out of the table for now: llama.cpp's AVX-512 builds run
-    // AVX2-shaped K-quant dots, and conformance needs the same float order (their 16-lane sums
-    // move results by an ulp, which 8-bit activation rounding downstream turns into different
-    // codes). They come back with the performance work, behind a numerics-compatible order.
+    // The kernels above stay out of the table for now: llama.cpp's AVX-512 builds run the
+    // AVX2-shaped Q4_0 / Q8_0 / MXFP4 / K-quant dots (one or two 8-lane accumulators), and
+    // conformance needs the same float order (16-lane sums move results by an ulp, which 8-bit
+    // activation rounding downstream turns into different codes and expert choices). They come
+    // back with the performance work, behind a numerics-compatible order.
+    (void)set;
+    (void)&dot_q4_0;
+    (void)&dot_mxfp4;
+    (void)&dot_q8_0;
     // Repacked Q4_K takes llama.cpp's gemv / gemm order, so its faster integer part may be used.
     k.repack[static_cast<uint32_t>(GgmlType::Q4_K)] = repack_q4_k<false>;
     k.repack_gemm[static_cast<uint32_t>(GgmlType::Q4_K)] = repack_q4_k<true>;

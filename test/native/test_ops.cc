@@ -1586,7 +1586,10 @@ TEST_CASE("model: F16 and Q8_0 KV caches stay close to the double reference") {
 }
 
 TEST_CASE("model: incremental evaluation equals one batch; truncate and re-evaluate reproduces logits") {
-    TinySpec spec = arch_specs()[3];  // qwen3moe
+    // A dense model: like llama.cpp, batched F32 products take tinyBLAS's order and single tokens
+    // ggml_vec_dot's, so a batch and its tokens one at a time differ in the last bits; in a MoE model
+    // such a bit can flip a near-tie expert choice, which is not what this test is about.
+    TinySpec spec = arch_specs()[0];  // llama, dense
     TinyModel tm(spec);
     auto model = mm::Model::load(tm.path, options(mm::KvCacheType::F16));
     const auto tokens = random_tokens(10, spec.vocab, 77);
@@ -1599,10 +1602,14 @@ TEST_CASE("model: incremental evaluation equals one batch; truncate and re-evalu
     whole->clear();
     whole->evaluate(tokens.data(), tokens.size(), false, last);
     CHECK(last.size() == V);
+    // Relative to the largest logit: fp32 summation orders only.
     const auto near = [](const float* a, const float* b, size_t n, double tol) {
-        double w = 0;
-        for (size_t i = 0; i < n; ++i) w = std::max(w, static_cast<double>(std::fabs(a[i] - b[i])));
-        return w <= tol;
+        double w = 0, scale = 1;
+        for (size_t i = 0; i < n; ++i) {
+            w = std::max(w, static_cast<double>(std::fabs(a[i] - b[i])));
+            scale = std::max(scale, static_cast<double>(std::fabs(b[i])));
+        }
+        return w <= tol * scale;
     };
     CHECK(near(last.data(), all.data() + (tokens.size() - 1) * V, V, 1e-5));
 
