@@ -44,6 +44,12 @@ export interface ModelInfo {
   parameterCount: number;
   /** Weights one token uses: dense parts, routers, shared experts and `expertUsedCount` routed experts per MoE layer. */
   activeParameterCount: number;
+  /**
+   * KV-cache bytes one more token adds to a sequence (at the load's `kvCacheType`). Sliding-window
+   * layers, which keep a fixed ring of recent tokens, are not counted. MLA models (deepseek2) store
+   * one compressed row per layer: `(kv_lora_rank + rope dims) × 2` bytes at F16.
+   */
+  kvBytesPerToken: number;
   /** `general.file_type`, or 0. */
   fileType: number;
   /** Bytes of tensor data. */
@@ -99,6 +105,11 @@ export class Sequence {
 
   get contextSize(): number {
     return this.#live().contextSize();
+  }
+
+  /** Bytes this sequence's KV cache holds allocated (its pages are committed as they are written). */
+  get kvCacheBytes(): number {
+    return this.#live().cacheBytes();
   }
 
   get disposed(): boolean {

@@ -52,6 +52,7 @@ export interface NativeModelInfo {
   sharedExpertCount: number;
   parameterCount: number;
   activeParameterCount: number;
+  kvBytesPerToken: number;
   fileType: number;
   sizeBytes: number;
   defaultContextSize: number;
@@ -68,6 +69,7 @@ export interface NativeSequence {
   truncate(n: number): number;
   length(): number;
   contextSize(): number;
+  cacheBytes(): number;
   dispose(): void;
 }
 

@@ -116,11 +116,11 @@ float ggml_expf(float x, cpu::Isa isa) {
     return std::exp(x);
 }
 
-void softmax(float* x, int64_t n, int64_t n_simd, cpu::Isa isa) {
+void softmax(float* x, int64_t n, int64_t n_simd, cpu::Isa isa, float sink) {
 #if defined(__x86_64__) || defined(_M_X64)
     switch (level_of(isa)) {
-        case Level::Avx512: return softmax_avx512(x, n, n_simd);
-        case Level::Avx2: return softmax_avx2(x, n, n_simd);
+        case Level::Avx512: return softmax_avx512(x, n, n_simd, sink);
+        case Level::Avx2: return softmax_avx2(x, n, n_simd, sink);
         case Level::Scalar: break;
     }
 #else
@@ -129,12 +129,14 @@ void softmax(float* x, int64_t n, int64_t n_simd, cpu::Isa isa) {
     (void)n_simd;  // scalar ggml: every entry through expf, summed one by one in double
     float max = -std::numeric_limits<float>::infinity();
     for (int64_t i = 0; i < n; ++i) max = max > x[i] ? max : x[i];  // ggml's MAX(max, x[i])
+    max = max > sink ? max : sink;
     double sum = 0.0;
     for (int64_t i = 0; i < n; ++i) {
         const float e = std::exp(x[i] - max);
         x[i] = e;
         sum += static_cast<double>(e);
     }
+    sum += static_cast<double>(std::exp(sink - max));
     const float inv = static_cast<float>(1.0 / sum);
     for (int64_t i = 0; i < n; ++i) x[i] *= inv;
 }
@@ -283,6 +285,58 @@ float dot_gemv(const float* a, const float* b, int64_t n, int64_t n_vec, bool do
     return static_cast<float>(sum);
 }
 
+namespace {
+
+// One VDPBF16PS step on 16 lanes over the 32 elements at a, b.
+void dpbf16_step(float lane[16], const float* a, const float* b) {
+    const auto daz = [](float x) { return std::fabs(x) < std::numeric_limits<float>::min() ? 0.0f * x : x; };
+    for (int l = 0; l < 16; ++l) {
+        for (int k : {1, 0}) {
+            const float r = std::fma(daz(a[2 * l + k]), daz(b[2 * l + k]), lane[l]);
+            lane[l] = std::fabs(r) < std::numeric_limits<float>::min() ? std::copysign(0.0f, r) : r;
+        }
+    }
+}
+
+// _mm512_reduce_add_ps as GCC expands it: halves, then quarters, then pairs.
+float reduce16_scalar(const float lane[16]) {
+    float t8[8], t4[4];
+    for (int i = 0; i < 8; ++i) t8[i] = lane[8 + i] + lane[i];
+    for (int i = 0; i < 4; ++i) t4[i] = t8[4 + i] + t8[i];
+    const float t0 = t4[0] + t4[2], t1 = t4[1] + t4[3];
+    return t0 + t1;
+}
+
+}  // namespace
+
+float dot_gemm_bf16dp(const float* a, const float* b, int64_t n) {
+    float lane[16] = {};
+    for (int64_t c = 0; c < n; c += 32) dpbf16_step(lane, a + c, b + c);
+    return reduce16_scalar(lane);
+}
+
+float dot_vec_bf16(const float* a, const float* b, int64_t n, bool dpbf16) {
+    float c1[16] = {}, c2[16] = {};
+    int64_t i = 0;
+    if (dpbf16) {
+        for (; i + 64 <= n; i += 64) {
+            dpbf16_step(c1, a + i, b + i);
+            dpbf16_step(c2, a + i + 32, b + i + 32);
+        }
+    } else {
+        for (; i + 32 <= n; i += 32) {
+            for (int l = 0; l < 16; ++l) {
+                c1[l] = std::fma(a[i + l], b[i + l], c1[l]);
+                c2[l] = std::fma(a[i + 16 + l], b[i + 16 + l], c2[l]);
+            }
+        }
+    }
+    double sum = static_cast<double>(reduce16_scalar(c1));
+    sum += static_cast<double>(reduce16_scalar(c2));
+    for (; i < n; ++i) sum += static_cast<double>(a[i] * b[i]);
+    return static_cast<float>(sum);
+}
+
 void axpy_f32(float a, const float* x, float* y, int64_t n) {
     for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
 }
@@ -357,24 +411,71 @@ void attention(const AttentionShape& shape, const KvRows& k, const KvRows& v, co
                int64_t n_tokens, int64_t first_pos, float* out, int64_t out_stride, runtime::ThreadPool& pool,
                cpu::Isa isa) {
     const int hd = shape.head_dim;
+    const int hdv = shape.head_dim_v > 0 ? shape.head_dim_v : hd;
     if (shape.n_head <= 0 || shape.n_head_kv <= 0 || hd <= 0 || shape.n_head % shape.n_head_kv != 0) {
         throw Error(ErrorCode::InvalidArgument, "attention: bad head counts");
     }
     check_kv_type(k, hd, "K");
-    check_kv_type(v, hd, "V");
+    check_kv_type(v, hdv, "V");
     if (k.transposed) throw Error(ErrorCode::InvalidArgument, "attention: the K cache must be row-major");
+    if (v.transposed && v.ring) throw Error(ErrorCode::InvalidArgument, "attention: a ring V cache must be row-major");
     if (n_tokens <= 0) return;
     const int group = shape.n_head / shape.n_head_kv;
     const int64_t max_kv = first_pos + n_tokens;  // keys the last query sees
+
+    // The first key a query at position p sees (sliding window). Work on a window starts at that
+    // key rounded down to kAttentionWindowAlign: the skipped cells are masked (p = 0) in llama.cpp's
+    // row too, and starting on the lane grid keeps its vector chunks, so the sums are unchanged.
+    const int64_t window = shape.window;
+    const auto first_key = [window](int64_t p) { return window > 0 ? std::max<int64_t>(0, p - window + 1) : 0; };
+    const auto first_read = [&](int64_t p) { return first_key(p) / kAttentionWindowAlign * kAttentionWindowAlign; };
+    const int64_t lo_all = first_read(first_pos);
+    for (const KvRows* r : {&k, &v}) {
+        if (r->ring && max_kv - lo_all > r->ring) {
+            throw Error(ErrorCode::InvalidArgument, "attention: the chunk's keys (" + std::to_string(max_kv - lo_all) +
+                                                        ") do not fit a ring cache of " + std::to_string(r->ring));
+        }
+    }
+    const auto row_of = [](const KvRows& r, int64_t pos) { return static_cast<size_t>(r.ring ? pos % r.ring : pos); };
 
     // llama.cpp's view of the chunk, which fixes its summation orders (see ops.h).
     const int64_t n_kv = std::max(shape.n_kv, max_kv);
     const int64_t w = simd_width(isa);
     const bool kq_gemm = shape.batch >= 2 && n_kv % 4 == 0 && hd % w == 0;
-    const bool pv_gemm = shape.batch >= 2 && hd % 4 == 0 && n_kv % w == 0;
+    const bool pv_gemm = shape.batch >= 2 && hdv % 4 == 0 && n_kv % w == 0;
     const int64_t kq_vec = hd / (4 * w) * (4 * w);     // ggml_vec_dot's vector part over head_dim
     const int64_t pv_vec = n_kv / (4 * w) * (4 * w);   // ... and over the KV cells
     const int64_t sm_simd = n_kv / w * w;              // softmax's vector part of the padded row
+    const float* t16 = f16_table();
+
+    // A row-major F16/F32 V is transposed once for all items: vt[(kvh hdv + d) span + (j - lo_all)].
+    const bool v_gather = !v.transposed && v.type != kQ8_0;
+    const int64_t span = max_kv - lo_all;
+    // Scratch of the calling thread; the workers read it through `vt` (their own thread_local
+    // instances are other vectors).
+    static thread_local std::vector<float> vt_scratch;
+    float* vt = nullptr;
+    if (v_gather) {
+        vt_scratch.resize(static_cast<size_t>(shape.n_head_kv) * hdv * span);
+        vt = vt_scratch.data();
+        const int64_t width_v = static_cast<int64_t>(shape.n_head_kv) * hdv;
+        pool.parallel_for(span, std::max<int64_t>(1, 4096 / width_v), [&](int64_t begin, int64_t end, int) {
+            for (int64_t j = begin; j < end; ++j) {
+                const uint8_t* row = v.data + row_of(v, lo_all + j) * v.row_bytes;
+                for (int64_t e = 0; e < width_v; ++e) {
+                    float x;
+                    if (v.type == kF16) {
+                        uint16_t h;
+                        std::memcpy(&h, row + 2 * e, 2);
+                        x = t16[h];
+                    } else {
+                        std::memcpy(&x, row + 4 * e, 4);
+                    }
+                    vt[e * span + j] = x;
+                }
+            }
+        });
+    }
 
     // A work item is (KV head, block of tokens, sub-group of that KV head's query heads): it
     // streams the K and V rows once for all its queries instead of once per query head. Up to 64
@@ -398,7 +499,7 @@ void attention(const AttentionShape& shape, const KvRows& k, const KvRows& v, co
     const int n_sub = group / nh;
     const int64_t n_items = static_cast<int64_t>(shape.n_head_kv) * n_tblocks * n_sub;
     const int64_t max_q = nt * nh;
-    const float* t16 = f16_table();
+    const int64_t row_len = std::max<int64_t>(std::max(hd, hdv), max_kv);
 
     std::atomic<int64_t> next{0};
     pool.run([&](int, int) {
@@ -407,8 +508,8 @@ void attention(const AttentionShape& shape, const KvRows& k, const KvRows& v, co
         std::vector<float> qf(static_cast<size_t>(max_q * hd));
         std::vector<uint8_t> q8(static_cast<size_t>(max_q * (hd / kQ8Block + 1)) * kQ8BlockBytes);
         std::vector<float> scores(static_cast<size_t>(max_q * max_kv));
-        std::vector<float> row(static_cast<size_t>(std::max<int64_t>(hd, max_kv)));
-        std::vector<float> rows(static_cast<size_t>(4 * std::max<int64_t>(hd, max_kv)));
+        std::vector<float> row(static_cast<size_t>(row_len));
+        std::vector<float> rows(static_cast<size_t>(4 * row_len));
         std::vector<float> acc;
         for (;;) {
             const int64_t item = next.fetch_add(1, std::memory_order_relaxed);
@@ -420,10 +521,11 @@ void attention(const AttentionShape& shape, const KvRows& k, const KvRows& v, co
             const int h0 = kvh * group + sub * nh;
             const int64_t nq = tn * nh;  // query qi = ti * nh + hi: token t0 + ti, head h0 + hi
             const int64_t n_kv_end = first_pos + t0 + tn;  // keys the item's last token sees
+            const int64_t lo = first_read(first_pos + t0);  // first key the item reads (lane aligned)
             const size_t k_off = elem_offset_bytes(k.type, static_cast<int64_t>(kvh) * hd);
             const auto q_of = [&](int64_t qi) { return q + (t0 + qi / nh) * q_stride + static_cast<int64_t>(h0 + qi % nh) * hd; };
             const auto out_of = [&](int64_t qi) {
-                return out + (t0 + qi / nh) * out_stride + static_cast<int64_t>(h0 + qi % nh) * hd;
+                return out + (t0 + qi / nh) * out_stride + static_cast<int64_t>(h0 + qi % nh) * hdv;
             };
             const auto n_kv_of = [&](int64_t qi) { return first_pos + t0 + qi / nh + 1; };
             // Queries of token t0 + ti see key j once ti >= j - first_pos - t0.
@@ -446,12 +548,12 @@ void attention(const AttentionShape& shape, const KvRows& k, const KvRows& v, co
 
             // scores[qi][j] = q · k_j for the keys each query sees (a few extra dots of keys a query
             // does not see are harmless: the softmax never reads them).
-            for (int64_t j0 = 0; j0 < n_kv_end; j0 += 4) {
+            for (int64_t j0 = lo; j0 < n_kv_end; j0 += 4) {
                 const int64_t nj = std::min<int64_t>(4, n_kv_end - j0);
                 const int64_t first_q = first_q_seeing(j0);
                 if (k.type == kQ8_0) {
                     for (int64_t j = j0; j < j0 + nj; ++j) {
-                        const uint8_t* kr = k.data + j * k.row_bytes + k_off;
+                        const uint8_t* kr = k.data + row_of(k, j) * k.row_bytes + k_off;
                         for (int64_t qi = first_q; qi < nq; ++qi) {
                             scores[qi * max_kv + j] = dot_q8_0(kr, q8.data() + qi * (hd / kQ8Block) * kQ8BlockBytes, hd);
                         }
@@ -460,7 +562,7 @@ void attention(const AttentionShape& shape, const KvRows& k, const KvRows& v, co
                 }
                 const float* kf[4];
                 for (int64_t c = 0; c < 4; ++c) {
-                    const uint8_t* kr = k.data + (j0 + std::min(c, nj - 1)) * k.row_bytes + k_off;
+                    const uint8_t* kr = k.data + row_of(k, j0 + std::min(c, nj - 1)) * k.row_bytes + k_off;
                     if (k.type == kF16) {
                         float* dst = rows.data() + c * hd;
                         f16_to_f32_row(reinterpret_cast<const uint16_t*>(kr), dst, hd, isa);  // exact
@@ -489,70 +591,79 @@ void attention(const AttentionShape& shape, const KvRows& k, const KvRows& v, co
                     }
                 }
             }
-            // soft_max_ext: scale, causal mask (masked cells count as exp(-inf) = 0 in the padded
-            // row), softmax; then the probabilities in the V cache's format.
+            // soft_max_ext: scale, causal (and window) mask, optional sink, softmax; then the
+            // probabilities in the V format. Rows start at the item's first key `lo` (0 without a
+            // window, where this is exactly llama.cpp's padded row).
             for (int64_t qi = 0; qi < nq; ++qi) {
                 float* sq = scores.data() + qi * max_kv;
                 const int64_t n = n_kv_of(qi);
-                for (int64_t j = 0; j < n; ++j) sq[j] *= shape.kq_scale;
-                softmax(sq, n, sm_simd, isa);
-                if (v.type == kF16) round_f16_row(sq, n, isa);
+                const int64_t lo_q = first_key(n - 1);
+                for (int64_t j = lo; j < lo_q; ++j) sq[j] = -std::numeric_limits<float>::infinity();
+                for (int64_t j = lo_q; j < n; ++j) sq[j] *= shape.kq_scale;
+                const float sink = shape.sinks ? shape.sinks[h0 + qi % nh] : -std::numeric_limits<float>::infinity();
+                softmax(sq + lo, n - lo, sm_simd - lo, isa, sink);
+                if (v.type == kF16) round_f16_row(sq + lo, n - lo, isa);
                 // Cells the query does not see weigh exactly 0, so queries of different tokens
                 // can share one pass over the item's cells below.
                 std::fill(sq + n, sq + n_kv_end, 0.0f);
             }
 
-            if (v.transposed) {
+            if (v.transposed || v_gather) {
                 // out[qi][d] = p[qi] · vᵀ[d]: one dot per output element, as mul_mat(Vᵀ, KQ), in
                 // tiles of 4 queries x 4 elements. Past a query's last cell its probabilities are
                 // 0, and fma(0, v, acc) = acc, so queries of different tokens share a tile.
-                for (int d0 = 0; d0 < hd; d0 += 4) {
-                    const int nd = std::min(4, hd - d0);
+                for (int d0 = 0; d0 < hdv; d0 += 4) {
+                    const int nd = std::min(4, hdv - d0);
                     const float* vf[4];
                     for (int c = 0; c < 4; ++c) {
-                        const size_t vrow = static_cast<size_t>(kvh) * hd + d0 + std::min(c, nd - 1);
+                        const size_t vrow = static_cast<size_t>(kvh) * hdv + d0 + std::min(c, nd - 1);
+                        if (v_gather) {
+                            vf[c] = vt + vrow * span + (lo - lo_all);
+                            continue;
+                        }
                         const uint8_t* vr = v.data + vrow * v.row_bytes;
                         if (v.type == kF16) {
-                            float* dst = rows.data() + static_cast<size_t>(c) * max_kv;
-                            f16_to_f32_row(reinterpret_cast<const uint16_t*>(vr), dst, n_kv_end, isa);
+                            float* dst = rows.data() + static_cast<size_t>(c) * row_len;
+                            f16_to_f32_row(reinterpret_cast<const uint16_t*>(vr) + lo, dst, n_kv_end - lo, isa);
                             vf[c] = dst;
                         } else {
-                            vf[c] = reinterpret_cast<const float*>(vr);
+                            vf[c] = reinterpret_cast<const float*>(vr) + lo;
                         }
                     }
                     int64_t qi = 0;
                     if (pv_gemm) {
                         for (; qi + 4 <= nq; qi += 4) {
-                            const float* ps[4] = {scores.data() + qi * max_kv, scores.data() + (qi + 1) * max_kv,
-                                                  scores.data() + (qi + 2) * max_kv, scores.data() + (qi + 3) * max_kv};
+                            const float* ps[4] = {scores.data() + qi * max_kv + lo, scores.data() + (qi + 1) * max_kv + lo,
+                                                  scores.data() + (qi + 2) * max_kv + lo,
+                                                  scores.data() + (qi + 3) * max_kv + lo};
                             float tile[16];
-                            dot_gemm_4x4(ps, vf, n_kv_of(qi + 3), tile, isa);
+                            dot_gemm_4x4(ps, vf, n_kv_of(qi + 3) - lo, tile, isa);
                             for (int r = 0; r < 4; ++r) {
                                 for (int c = 0; c < nd; ++c) out_of(qi + r)[d0 + c] = tile[4 * r + c];
                             }
                         }
                     }
                     for (; qi < nq; ++qi) {
-                        const float* p = scores.data() + qi * max_kv;
-                        const int64_t n = n_kv_of(qi);
+                        const float* p = scores.data() + qi * max_kv + lo;
+                        const int64_t n = n_kv_of(qi) - lo;
                         for (int c = 0; c < nd; ++c) {
                             out_of(qi)[d0 + c] = pv_gemm ? dot_gemm(p, vf[c], n, isa)
-                                                         : dot_gemv(p, vf[c], n, pv_vec, v.type == kF16, isa);
+                                                         : dot_gemv(p, vf[c], n, pv_vec - lo, v.type == kF16, isa);
                         }
                     }
                 }
                 continue;
             }
             // Row-major Q8_0 V: Σ_j p_j · dequant(v_j), fp32, in key order (flash attention's way).
-            const size_t v_off = elem_offset_bytes(v.type, static_cast<int64_t>(kvh) * hd);
-            acc.assign(static_cast<size_t>(nq * hd), 0.0f);
-            for (int64_t j = 0; j < n_kv_end; ++j) {
-                quant::dequantize(v.type, v.data + j * v.row_bytes + v_off, row.data(), hd, isa, "V cache");
+            const size_t v_off = elem_offset_bytes(v.type, static_cast<int64_t>(kvh) * hdv);
+            acc.assign(static_cast<size_t>(nq * hdv), 0.0f);
+            for (int64_t j = lo; j < n_kv_end; ++j) {
+                quant::dequantize(v.type, v.data + row_of(v, j) * v.row_bytes + v_off, row.data(), hdv, isa, "V cache");
                 for (int64_t qi = first_q_seeing(j); qi < nq; ++qi) {
-                    axpy_f32(scores[qi * max_kv + j], row.data(), acc.data() + qi * hd, hd);
+                    axpy_f32(scores[qi * max_kv + j], row.data(), acc.data() + qi * hdv, hdv);
                 }
             }
-            for (int64_t qi = 0; qi < nq; ++qi) std::memcpy(out_of(qi), acc.data() + qi * hd, sizeof(float) * hd);
+            for (int64_t qi = 0; qi < nq; ++qi) std::memcpy(out_of(qi), acc.data() + qi * hdv, sizeof(float) * hdv);
         }
     });
 }

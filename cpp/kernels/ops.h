@@ -8,6 +8,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 
 #include "../cpu/cpu_features.h"
 #include "../runtime/thread_pool.h"
@@ -54,7 +55,11 @@ void rms_norm_rows(const float* x, int64_t x_stride, const float* w, float* y, i
 // reduction tree and added to a double; the rest use expf and are added to the double one by one.
 // n_simd must be a multiple of the width and may exceed n: lanes past n count as exp(-inf) = 0
 // (llama.cpp's attention rows carry masked cells). -inf entries become 0.
-void softmax(float* x, int64_t n, int64_t n_simd, cpu::Isa isa);
+// `sink` (gpt-oss attention sinks) is a logit that joins the max and the denominator but has no
+// output entry, as ggml_soft_max_add_sinks: max = MAX(max, sink), sum += expf(sink - max) after
+// the row's sum. The default -inf adds exactly nothing.
+void softmax(float* x, int64_t n, int64_t n_simd, cpu::Isa isa,
+             float sink = -std::numeric_limits<float>::infinity());
 
 // softmax of a whole row of n entries as ggml runs it (n_simd = n rounded down to the width).
 void softmax(float* x, int64_t n, cpu::Isa isa);
@@ -121,17 +126,28 @@ struct KvRows {
     size_t row_bytes = 0;     // bytes per row (per position, or per element when transposed)
     uint32_t type = 0;        // ggml F16, F32 or Q8_0 (Q8_0 only row-major)
     bool transposed = false;
+    // 0: row p holds position p. Else a ring of `ring` rows (row-major only): position p lives in
+    // row p % ring, so a sliding-window layer keeps only the window (plus one chunk) of tokens.
+    uint32_t ring = 0;
 };
 
 struct AttentionShape {
     int n_head = 0;
     int n_head_kv = 0;     // query head h reads KV head h / (n_head / n_head_kv)
-    int head_dim = 0;
+    int head_dim = 0;      // elements per head of Q and K
     float kq_scale = 1.0f;
     // What llama.cpp's graph sees for this chunk, which decides its summation orders:
     int64_t batch = 1;     // tokens of the ubatch (>= 2: its tinyBLAS GEMM path, 1: ggml_vec_dot)
     int64_t n_kv = 0;      // cache cells its KQ / softmax / KQV span (0: first_pos + n_tokens)
+    int head_dim_v = 0;    // elements per head of V and of the output (0: head_dim). MLA: the latent
+                           // width, V being the first head_dim_v elements of each K row
+    int64_t window = 0;    // sliding window: the query at p sees keys j with p - j < window (0: all)
+    const float* sinks = nullptr;  // [n_head] attention-sink logits (gpt-oss), or null
 };
+
+// Sliding-window attention reads keys from the window's first key rounded down to this many cells
+// (the widest ggml_vec_dot step, 4 x 16 lanes), so a ring cache must hold window + this + a chunk.
+constexpr int64_t kAttentionWindowAlign = 64;
 
 // Causal attention of n_tokens queries at positions first_pos .. first_pos + n_tokens - 1 over the
 // cache positions [0, first_pos + t] (the chunk's own rows must already be stored).
@@ -145,7 +161,9 @@ struct AttentionShape {
 // A dot product takes llama.cpp's order: with batch >= 2 and tinyBLAS's shape conditions (rows a
 // multiple of 4, length a multiple of the width) its GEMM order, otherwise ggml_vec_dot's. A Q8_0
 // V cache (which llama.cpp only supports with flash attention) is read row-major: fp32 p times
-// dequantized V, accumulated in fp32.
+// dequantized V, accumulated in fp32. A row-major F16/F32 V (MLA's view of the K rows, ring
+// caches) is first transposed into scratch, as ggml_cont(ggml_transpose(v)) does, and then read
+// like a transposed cache. With a window, masked keys count as -inf (their probability is 0).
 // Work is spread over (KV head, token block, query-head group) items.
 void attention(const AttentionShape& shape, const KvRows& k, const KvRows& v, const float* q, int64_t q_stride,
                int64_t n_tokens, int64_t first_pos, float* out, int64_t out_stride, runtime::ThreadPool& pool,
@@ -172,6 +190,18 @@ void dot_gemm_4x4(const float* const a[4], const float* const b[4], int64_t n, f
 // (F32 dots). Scalar/Neon: a double sum.
 float dot_gemv(const float* a, const float* b, int64_t n, int64_t n_vec, bool double_tail, cpu::Isa isa);
 
+// tinyBLAS order of a BF16 product on a CPU with AVX512-BF16 (llama.cpp's tinyBLAS<32, __m512bh>):
+// 16 fp32 lanes, lane l takes elements 32c + 2l + 1 then 32c + 2l of every 32-element chunk c with
+// VDPBF16PS's arithmetic (a fused multiply-add each, denormal inputs as zero, denormal results
+// flushed to zero), then the 16-lane reduction. a and b hold BF16 values as fp32; n % 32 == 0.
+float dot_gemm_bf16dp(const float* a, const float* b, int64_t n);
+
+// ggml_vec_dot_bf16's order on x86 AVX-512 (a, b: BF16 values as fp32): with AVX512-BF16 two
+// VDPBF16PS accumulators over alternating 32-element chunks of each 64 (dpbf16 = true), else two
+// 16-lane FMA chains over the two 16-element halves of each 32 (GCC contracts the mul + add); the
+// accumulators are reduced separately and added in double, the tail one product at a time in double.
+float dot_vec_bf16(const float* a, const float* b, int64_t n, bool dpbf16);
+
 // y[i] += a · x[i] (one rounded multiply, one rounded add).
 void axpy_f32(float a, const float* x, float* y, int64_t n);
 
@@ -188,7 +218,7 @@ float f16_to_f32(uint16_t h);
 // The level-specific implementations (ops_avx2.cc, ops_avx512.cc), entered only after cpuid said
 // the CPU has the instructions. Same contracts as above.
 float expf_avx2(float x);
-void softmax_avx2(float* x, int64_t n, int64_t n_simd);
+void softmax_avx2(float* x, int64_t n, int64_t n_simd, float sink);
 void swiglu_avx2(const float* g, const float* u, float* y, int64_t n);
 float dot_gemm_avx2(const float* a, const float* b, int64_t n);
 void dot_gemm_4x4_avx2(const float* const a[4], const float* const b[4], int64_t n, float out[16]);
@@ -198,7 +228,7 @@ void f16_to_f32_row_avx2(const uint16_t* src, float* dst, int64_t n);
 // rope_apply's pair rotation with the contracted products (offset: 1 for NORM, n_rot/2 for NEOX).
 void rope_rotate_fma(const float* cache, float* head, int n_rot, int offset);
 float expf_avx512(float x);
-void softmax_avx512(float* x, int64_t n, int64_t n_simd);
+void softmax_avx512(float* x, int64_t n, int64_t n_simd, float sink);
 void swiglu_avx512(const float* g, const float* u, float* y, int64_t n);
 float dot_gemm_avx512(const float* a, const float* b, int64_t n);
 void dot_gemm_4x4_avx512(const float* const a[4], const float* const b[4], int64_t n, float out[16]);

@@ -75,9 +75,10 @@ inline __mmask16 lane_mask(int64_t count) {
 
 float expf_avx512(float x) { return _mm512_cvtss_f32(v_expf(_mm512_set1_ps(x))); }
 
-void softmax_avx512(float* x, int64_t n, int64_t n_simd) {
+void softmax_avx512(float* x, int64_t n, int64_t n_simd, float sink) {
     float max = -std::numeric_limits<float>::infinity();
     for (int64_t i = 0; i < n; ++i) max = max > x[i] ? max : x[i];  // ggml_vec_max_f32
+    max = max > sink ? max : sink;  // ggml's MAX(max, sink)
     const __m512 vmax = _mm512_set1_ps(max);
     const __m512 neg_inf = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
     double sum = 0.0;
@@ -94,6 +95,7 @@ void softmax_avx512(float* x, int64_t n, int64_t n_simd) {
         sum += static_cast<double>(e);
         x[i] = e;
     }
+    sum += static_cast<double>(std::exp(sink - max));  // exp(-inf) = 0 without a sink
     const float inv = static_cast<float>(1.0 / sum);
     for (int64_t i = 0; i < n; ++i) x[i] *= inv;
 }

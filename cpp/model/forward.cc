@@ -88,19 +88,24 @@ void matmul(ModelState& m, const WeightMatrix& w, const float* x, int64_t x_stri
 }
 
 // Expert selection of one token (build_moe_ffn up to the weights):
-//   probs = softmax(logits) (or sigmoid); optional group-limited masking of the selection scores;
-//   top-k by score, descending, ties to the lower expert index; weights = probs[selected];
-//   optional renormalisation w / max(Σw, 2^-14) and scaling.
-// probs: [n_expert] in: logits, out: probabilities. scores: [n_expert] scratch.
-void route_token(const HParams& hp, const ArchSpec& spec, float* probs, float* scores, int32_t* sel, float* w,
+//   probs = softmax(logits), sigmoid(logits) or (SoftmaxWeight) the logits themselves;
+//   selection scores = probs (+ the selection bias exp_probs_b), with optional group-limited masking;
+//   top-k by score, descending, ties to the lower expert index; weights = probs[selected]
+//   (SoftmaxWeight: a softmax over them); optional renormalisation w / max(Σw, 2^-14) and scaling.
+// probs: [n_expert] in: logits (router bias already added), out: probabilities. scores: scratch.
+void route_token(const HParams& hp, const float* sel_bias, float* probs, float* scores, int32_t* sel, float* w,
                  cpu::Isa isa) {
     const int64_t X = hp.n_expert, K = hp.n_expert_used;
-    if (spec.gating == Gating::Softmax) {
+    if (hp.gating == Gating::Softmax) {
         kernels::softmax(probs, X, isa);
-    } else {
+    } else if (hp.gating == Gating::Sigmoid) {
         for (int64_t e = 0; e < X; ++e) probs[e] = 1.0f / (1.0f + std::exp(-probs[e]));
     }
-    std::memcpy(scores, probs, sizeof(float) * X);
+    if (sel_bias) {
+        for (int64_t e = 0; e < X; ++e) scores[e] = probs[e] + sel_bias[e];
+    } else {
+        std::memcpy(scores, probs, sizeof(float) * X);
+    }
 
     const auto better = [&](int32_t a, int32_t b) { return scores[a] > scores[b] || (scores[a] == scores[b] && a < b); };
 
@@ -140,7 +145,8 @@ void route_token(const HParams& hp, const ArchSpec& spec, float* probs, float* s
         sel[s] = idx[s];
         w[s] = probs[idx[s]];
     }
-    if (spec.norm_topk_weights) {
+    if (hp.gating == Gating::SoftmaxWeight) kernels::softmax(w, K, isa);
+    if (hp.norm_topk) {
         double sum = 0.0;  // ggml_sum_rows sums in double and stores fp32
         for (int64_t s = 0; s < K; ++s) sum += static_cast<double>(w[s]);
         float sumf = static_cast<float>(sum);
@@ -150,6 +156,29 @@ void route_token(const HParams& hp, const ArchSpec& spec, float* probs, float* s
     const float scale = hp.expert_weights_scale;
     if (scale != 0.0f && scale != 1.0f) {
         for (int64_t s = 0; s < K; ++s) w[s] = w[s] * scale;
+    }
+}
+
+// y[r, :] += b[expert_of[r], :] for R rows (ggml_add_id: a per-expert bias row).
+void add_expert_bias(runtime::ThreadPool& pool, float* y, int64_t stride, int64_t R, const int32_t* expert_of,
+                     const Vector& b, int64_t width) {
+    if (!b) return;
+    for_rows(pool, R, width, [&](int64_t r) {
+        float* row = y + r * stride;
+        const float* bias = b.data + static_cast<int64_t>(expert_of[r]) * width;
+        for (int64_t i = 0; i < width; ++i) row[i] = row[i] + bias[i];
+    });
+}
+
+// gpt-oss's clamped SwiGLU (ggml_swiglu_oai with alpha 1.702, limit 7): g = min(g, 7),
+// u = clamp(u, -7, 7), out = g / (1 + e^(1.702 (-g))) * (u + 1). out may alias g.
+void swiglu_oai_row(float* g, const float* u, int64_t n) {
+    constexpr float alpha = 1.702f, limit = 7.0f;
+    for (int64_t i = 0; i < n; ++i) {
+        const float x = std::min(g[i], limit);
+        const float y = std::clamp(u[i], -limit, limit);
+        const float out_glu = x / (1.0f + std::exp(alpha * (-x)));
+        g[i] = out_glu * (y + 1.0f);
     }
 }
 
@@ -164,11 +193,13 @@ void moe_ffn(ModelState& m, const LayerWeights& L, const float* xn, int64_t nr, 
     // Router logits in the router's own type (F32 in every converted model: exact selection).
     float* probs = grow(ws.router, static_cast<size_t>(nr * X));
     matmul(m, L.gate_inp, xn, E, nr, probs, X);
+    add_bias(pool, probs, X, nr, L.gate_inp_b);
     float* scores = grow(ws.sel_score, static_cast<size_t>(nr * X));
     int32_t* sel = grow(ws.sel, static_cast<size_t>(R));
     float* sw = grow(ws.sel_w, static_cast<size_t>(R));
+    const float* sel_bias = L.exp_probs_b ? L.exp_probs_b.data : nullptr;
     pool.parallel_for(nr, 16, [&](int64_t begin, int64_t end, int) {
-        for (int64_t t = begin; t < end; ++t) route_token(hp, *m.spec, probs + t * X, scores + t * X, sel + t * K, sw + t * K, m.isa);
+        for (int64_t t = begin; t < end; ++t) route_token(hp, sel_bias, probs + t * X, scores + t * X, sel + t * K, sw + t * K, m.isa);
     });
 
     // Group the (token, slot) rows by expert (counting sort, stable in token then slot order), so
@@ -195,7 +226,18 @@ void moe_ffn(ModelState& m, const LayerWeights& L, const float* xn, int64_t nr, 
     // gate, up -> silu(gate) * up: act [R, F] (row stride act_stride).
     float* act;
     int64_t act_stride;
-    if (L.fused_gate_up) {
+    if (m.spec->expert_act == ExpertAct::SwigluOai) {
+        // gpt-oss: up and gate with their per-expert biases, then the clamped SwiGLU.
+        float* g = grow(ws.exp_a, static_cast<size_t>(R * F));
+        float* u = grow(ws.exp_b, static_cast<size_t>(R * F));
+        kernels::matmul_experts(L.up_exps, xn, E, row_src, row_expert, R, u, F, pool, m.isa);
+        add_expert_bias(pool, u, F, R, row_expert, L.up_exps_b, F);
+        kernels::matmul_experts(L.gate_exps, xn, E, row_src, row_expert, R, g, F, pool, m.isa);
+        add_expert_bias(pool, g, F, R, row_expert, L.gate_exps_b, F);
+        for_rows(pool, R, F, [&](int64_t r) { swiglu_oai_row(g + r * F, u + r * F, F); });
+        act = g;
+        act_stride = F;
+    } else if (L.fused_gate_up) {
         float* gu = grow(ws.exp_a, static_cast<size_t>(R * 2 * F));
         kernels::matmul_experts(L.gate_up_exps, xn, E, row_src, row_expert, R, gu, 2 * F, pool, m.isa);
         swiglu_rows(pool, gu, 2 * F, gu + F, 2 * F, R, F, m.isa);
@@ -219,6 +261,7 @@ void moe_ffn(ModelState& m, const LayerWeights& L, const float* xn, int64_t nr, 
     }
     float* down = grow(ws.exp_out, static_cast<size_t>(R * E));
     kernels::matmul_experts(L.down_exps, act, act_stride, row_self, row_expert, R, down, E, pool, m.isa);
+    add_expert_bias(pool, down, E, R, row_expert, L.down_exps_b, E);
 
     // out = y_0 w_0 + y_1 w_1 + ...: each product rounded, summed in slot (descending score) order.
     for_rows(pool, nr, E * K, [&](int64_t t) {
@@ -281,6 +324,118 @@ void dense_ffn(ModelState& m, const LayerWeights& L, const float* xn, int64_t nr
     add_bias(*m.pool, out, E, nr, L.ffn_down_b);
 }
 
+// Grouped-query attention of one layer (llama, qwen*, olmoe, gpt-oss): projects q/k/v of all n rows
+// from xn, normalises and ropes them, stores K/V at pos0.., and writes the attention output of rows
+// [r0, n) to attn ([n - r0, q_width]).
+void attention_gqa(ModelState& m, kv::KvCache& cache, const LayerWeights& L, uint32_t il, const float* xn, int64_t n,
+                   uint32_t pos0, int64_t r0, kernels::AttentionShape shape, float* attn) {
+    const HParams& hp = m.hp;
+    Workspace& ws = m.ws;
+    runtime::ThreadPool& pool = *m.pool;
+    const int64_t E = hp.n_embd, QW = hp.q_width(), KVW = hp.kv_width(), QKVW = QW + 2 * KVW;
+    const int hd = static_cast<int>(hp.head_dim);
+    const float eps = hp.rms_eps;
+    float* qkv = grow(ws.qkv, static_cast<size_t>(n * QKVW));  // qkv: [n, q | k | v]
+    float* q = qkv;
+    float* k = qkv + QW;
+    float* v = qkv + QW + KVW;
+    if (L.fused_qkv) {
+        matmul(m, L.wqkv, xn, E, n, qkv, QKVW);
+        add_bias(pool, qkv, QKVW, n, L.bqkv);
+    } else {
+        matmul(m, L.wq, xn, E, n, q, QKVW);
+        matmul(m, L.wk, xn, E, n, k, QKVW);
+        matmul(m, L.wv, xn, E, n, v, QKVW);
+    }
+    add_bias(pool, q, QKVW, n, L.bq);
+    add_bias(pool, k, QKVW, n, L.bk);
+    add_bias(pool, v, QKVW, n, L.bv);
+    const QkNorm qk_norm = m.spec->qk_norm;
+    const kernels::RopeConfig& rope = hp.is_swa(il) ? hp.rope_swa : hp.rope;
+    for_rows(pool, n, QKVW, [&](int64_t t) {
+        float* qt = q + t * QKVW;
+        float* kt = k + t * QKVW;
+        if (qk_norm == QkNorm::PerHead) {
+            for (uint32_t h = 0; h < hp.n_head; ++h) kernels::rms_norm(qt + h * hd, L.q_norm.data, qt + h * hd, hd, eps);
+            for (uint32_t h = 0; h < hp.n_head_kv; ++h) kernels::rms_norm(kt + h * hd, L.k_norm.data, kt + h * hd, hd, eps);
+        } else if (qk_norm == QkNorm::Full) {
+            kernels::rms_norm(qt, L.q_norm.data, qt, QW, eps);
+            kernels::rms_norm(kt, L.k_norm.data, kt, KVW, eps);
+        }
+        float cs[kMaxRot];  // n_rot <= head_dim <= kMaxRot (checked at load)
+        kernels::rope_cache(rope, pos0 + t, cs, m.isa);
+        for (uint32_t h = 0; h < hp.n_head; ++h) kernels::rope_apply(rope, cs, qt + h * hd, m.isa);
+        for (uint32_t h = 0; h < hp.n_head_kv; ++h) kernels::rope_apply(rope, cs, kt + h * hd, m.isa);
+    });
+    cache.store_k(il, pos0, k, QKVW, static_cast<uint32_t>(n), m.isa);
+    cache.store_v(il, pos0, v, QKVW, static_cast<uint32_t>(n), m.isa);
+    const int64_t nr = n - r0;
+    if (nr == 0) return;
+    shape.window = hp.is_swa(il) ? hp.n_swa : 0;
+    shape.sinks = L.sinks ? L.sinks.data : nullptr;
+    kernels::attention(shape, cache.k_rows(il), cache.v_rows(il), q + r0 * QKVW, QKVW, nr, pos0 + r0, attn, QW, pool,
+                       m.isa);
+}
+
+// Multi-head latent attention of one deepseek2 layer in the absorbed form (the same graph llama.cpp
+// runs for prefill and decode):
+//   q        = wq_b · rms_norm(wq_a · x) (or wq · x)        per head [q_nope | q_pe]
+//   [c | kr] = wkv_a_mqa · x;  c = rms_norm(c);  kr, q_pe roped (NORM, YaRN)
+//   cache row [c | kr] per token (one "KV head" shared by every query head)
+//   Q[h] = [k_b[h] · q_nope[h] | q_pe[h]],  o_lat[h] = softmax(kq_scale Q[h]·K) · c,  o[h] = v_b[h] · o_lat[h]
+// Writes o of rows [r0, n) to attn ([n - r0, n_head * v_head_dim]).
+void attention_mla(ModelState& m, kv::KvCache& cache, const LayerWeights& L, uint32_t il, const float* xn, int64_t n,
+                   uint32_t pos0, int64_t r0, kernels::AttentionShape shape, float* attn) {
+    const HParams& hp = m.hp;
+    const HParams::Mla& M = hp.mla;
+    Workspace& ws = m.ws;
+    runtime::ThreadPool& pool = *m.pool;
+    const int64_t E = hp.n_embd, H = hp.n_head, QK = M.qk_head_dim, NOPE = M.qk_nope, ROT = hp.n_rot;
+    const int64_t R = M.kv_lora_rank, DV = M.v_head_dim, KR = R + ROT, QL = M.q_lora_rank;
+    const float eps = hp.rms_eps;
+
+    float* q = grow(ws.mla_q, static_cast<size_t>(n * H * QK));  // q: [n, H, qk_nope + rot]
+    if (L.wq_a.data) {
+        float* qa = grow(ws.mla_qa, static_cast<size_t>(n * QL));  // qa: [n, q_lora_rank]
+        matmul(m, L.wq_a, xn, E, n, qa, QL);
+        kernels::rms_norm_rows(qa, QL, L.q_a_norm.data, qa, QL, n, QL, eps, pool);
+        matmul(m, L.wq_b, qa, QL, n, q, H * QK);
+    } else {
+        matmul(m, L.wq, xn, E, n, q, H * QK);
+    }
+    float* kv = grow(ws.mla_kv, static_cast<size_t>(n * KR));  // kv: [n, kv_lora_rank | rot]
+    matmul(m, L.wkv_a_mqa, xn, E, n, kv, KR);
+    const kernels::RopeConfig& rope = hp.rope;
+    for_rows(pool, n, H * QK, [&](int64_t t) {
+        float cs[kMaxRot];
+        kernels::rope_cache(rope, pos0 + t, cs, m.isa);
+        for (int64_t h = 0; h < H; ++h) kernels::rope_apply(rope, cs, q + (t * H + h) * QK + NOPE, m.isa);
+        float* row = kv + t * KR;
+        kernels::rope_apply(rope, cs, row + R, m.isa);
+        kernels::rms_norm(row, L.kv_a_norm.data, row, R, eps);
+    });
+    cache.store_k(il, pos0, kv, KR, static_cast<uint32_t>(n), m.isa);
+    const int64_t nr = n - r0;
+    if (nr == 0) return;
+
+    // Absorbed queries of the output rows: qa[t, h] = [k_b[h] · q_nope[t, h] | q_pe[t, h]].
+    float* qabs = grow(ws.mla_qabs, static_cast<size_t>(nr * H * KR));  // qabs: [nr, H, kv_lora_rank + rot]
+    const float* qr = q + r0 * H * QK;
+    for (int64_t h = 0; h < H; ++h) matmul(m, L.k_b[h], qr + h * QK, H * QK, nr, qabs + h * KR, H * KR);
+    for_rows(pool, nr, H * ROT, [&](int64_t t) {
+        for (int64_t h = 0; h < H; ++h) {
+            std::memcpy(qabs + (t * H + h) * KR + R, qr + (t * H + h) * QK + NOPE, sizeof(float) * ROT);
+        }
+    });
+    float* olat = grow(ws.mla_olat, static_cast<size_t>(nr * H * R));  // olat: [nr, H, kv_lora_rank]
+    shape.n_head = static_cast<int>(H);
+    shape.n_head_kv = 1;
+    shape.head_dim = static_cast<int>(KR);
+    shape.head_dim_v = static_cast<int>(R);
+    kernels::attention(shape, cache.k_rows(il), cache.v_rows(il), qabs, H * KR, nr, pos0 + r0, olat, H * R, pool, m.isa);
+    for (int64_t h = 0; h < H; ++h) matmul(m, L.v_b[h], olat + h * R, H * R, nr, attn + h * DV, H * DV);
+}
+
 }  // namespace
 
 void forward_chunk(ModelState& m, kv::KvCache& cache, const int32_t* tokens, uint32_t n, uint32_t pos0,
@@ -289,20 +444,15 @@ void forward_chunk(ModelState& m, kv::KvCache& cache, const int32_t* tokens, uin
     const ModelWeights& W = m.w;
     Workspace& ws = m.ws;
     runtime::ThreadPool& pool = *m.pool;
-    const int64_t E = hp.n_embd, QW = hp.q_width(), KVW = hp.kv_width(), QKVW = QW + 2 * KVW;
-    const int hd = static_cast<int>(hp.head_dim);
+    const bool mla = m.spec->attention == Attention::Mla;
+    const int64_t E = hp.n_embd;
+    const int64_t AW = mla ? static_cast<int64_t>(hp.n_head) * hp.mla.v_head_dim : hp.q_width();  // attention out width
     const float eps = hp.rms_eps;
 
     float* x = grow(ws.x, static_cast<size_t>(n) * E);    // x: [n, n_embd]
     float* xn = grow(ws.xn, static_cast<size_t>(n) * E);  // xn: [n, n_embd]
-    float* qkv = grow(ws.qkv, static_cast<size_t>(n) * QKVW);  // qkv: [n, q | k | v]
-    float* attn = grow(ws.attn, static_cast<size_t>(n) * QW);  // attn: [n, q_width]
+    float* attn = grow(ws.attn, static_cast<size_t>(n) * AW);  // attn: [n, AW]
     float* proj = grow(ws.proj, static_cast<size_t>(n) * E);   // proj: [n, n_embd]
-    int32_t* pos = grow(ws.pos, n);
-    for (uint32_t t = 0; t < n; ++t) pos[t] = static_cast<int32_t>(pos0 + t);
-    float* q = qkv;
-    float* k = qkv + QW;
-    float* v = qkv + QW + KVW;
 
     // Token embeddings: the rows of token_embd, dequantized (ggml_get_rows).
     {
@@ -316,7 +466,7 @@ void forward_chunk(ModelState& m, kv::KvCache& cache, const int32_t* tokens, uin
     kernels::AttentionShape shape;
     shape.n_head = static_cast<int>(hp.n_head);
     shape.n_head_kv = static_cast<int>(hp.n_head_kv);
-    shape.head_dim = hd;
+    shape.head_dim = static_cast<int>(hp.head_dim);
     shape.kq_scale = hp.kq_scale;
     // llama.cpp runs this chunk as one ubatch of n tokens over a KV range padded to kLlamaKvPad
     // cells; both decide its attention summation orders, which the kernel reproduces.
@@ -332,43 +482,15 @@ void forward_chunk(ModelState& m, kv::KvCache& cache, const int32_t* tokens, uin
 
         // Attention: every row's K and V go into the cache; queries only where outputs are needed.
         kernels::rms_norm_rows(x, E, L.attn_norm.data, xn, E, n, E, eps, pool);
-        if (L.fused_qkv) {
-            matmul(m, L.wqkv, xn, E, n, qkv, QKVW);
-            add_bias(pool, qkv, QKVW, n, L.bqkv);
+        if (mla) {
+            attention_mla(m, cache, L, il, xn, n, pos0, r0, shape, attn);
         } else {
-            matmul(m, L.wq, xn, E, n, q, QKVW);
-            matmul(m, L.wk, xn, E, n, k, QKVW);
-            matmul(m, L.wv, xn, E, n, v, QKVW);
+            attention_gqa(m, cache, L, il, xn, n, pos0, r0, shape, attn);
         }
-        add_bias(pool, q, QKVW, n, L.bq);
-        add_bias(pool, k, QKVW, n, L.bk);
-        add_bias(pool, v, QKVW, n, L.bv);
-        const QkNorm qk_norm = m.spec->qk_norm;
-        const kernels::RopeConfig& rope = hp.rope;
-        for_rows(pool, n, QKVW, [&](int64_t t) {
-            float* qt = q + t * QKVW;
-            float* kt = k + t * QKVW;
-            if (qk_norm == QkNorm::PerHead) {
-                for (uint32_t h = 0; h < hp.n_head; ++h) kernels::rms_norm(qt + h * hd, L.q_norm.data, qt + h * hd, hd, eps);
-                for (uint32_t h = 0; h < hp.n_head_kv; ++h) kernels::rms_norm(kt + h * hd, L.k_norm.data, kt + h * hd, hd, eps);
-            } else if (qk_norm == QkNorm::Full) {
-                kernels::rms_norm(qt, L.q_norm.data, qt, QW, eps);
-                kernels::rms_norm(kt, L.k_norm.data, kt, KVW, eps);
-            }
-            float cs[kMaxRot];  // n_rot <= head_dim <= kMaxRot (checked at load)
-            kernels::rope_cache(rope, pos[t], cs, m.isa);
-            for (uint32_t h = 0; h < hp.n_head; ++h) kernels::rope_apply(rope, cs, qt + h * hd, m.isa);
-            for (uint32_t h = 0; h < hp.n_head_kv; ++h) kernels::rope_apply(rope, cs, kt + h * hd, m.isa);
-        });
-        cache.store_k(il, pos0, k, QKVW, n, m.isa);
-        cache.store_v(il, pos0, v, QKVW, n, m.isa);
-
         nr = n - r0;
         if (nr == 0) break;  // last layer of a chunk whose logits nobody reads
-        kernels::attention(shape, cache.k_rows(il), cache.v_rows(il), q + r0 * QKVW, QKVW, nr, pos0 + r0, attn, QW,
-                           pool, m.isa);
         if (r0 > 0) std::memmove(x, x + r0 * E, sizeof(float) * static_cast<size_t>(nr * E));
-        matmul(m, L.wo, attn, QW, nr, proj, E);
+        matmul(m, L.wo, attn, AW, nr, proj, E);
         add_bias(pool, proj, E, nr, L.bo);
         add_residual(pool, x, proj, nr, E);  // x: [nr, n_embd] = attention out + residual
 

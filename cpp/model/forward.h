@@ -41,7 +41,11 @@ struct Workspace {
     std::vector<float> exp_b;    // [n k, n_ff_exp] up
     std::vector<float> exp_out;  // [n k, n_embd] down projections
     std::vector<float> shexp_s;  // [n] shared-expert gate logit
-    std::vector<int32_t> pos;    // [n] positions
+    std::vector<float> mla_qa;   // [n, q_lora_rank]
+    std::vector<float> mla_q;    // [n, n_head, qk_head_dim]
+    std::vector<float> mla_kv;   // [n, kv_lora_rank + n_rot]
+    std::vector<float> mla_qabs; // [n, n_head, kv_lora_rank + n_rot] absorbed queries
+    std::vector<float> mla_olat; // [n, n_head, kv_lora_rank] latent attention output
 };
 
 struct ModelState {

@@ -8,6 +8,7 @@
 
 #include "../common/error.h"
 #include "../quant/ggml_types.h"
+#include "../kernels/ops.h"
 #include "forward.h"
 
 namespace moe::model {
@@ -43,11 +44,32 @@ uint32_t u32_key(const gguf::GgufFile& f, const char* key) {
     }
 }
 
+// The cache geometry of every layer: K/V rows of n_head_kv heads; MLA rows of [latent | rope] with
+// no V plane; sliding-window layers a ring of window + one chunk rows.
+std::vector<kv::LayerShape> cache_shapes(const HParams& hp, bool mla) {
+    std::vector<kv::LayerShape> shapes(hp.n_layer);
+    for (uint32_t il = 0; il < hp.n_layer; ++il) {
+        kv::LayerShape& l = shapes[il];
+        l.k_width = hp.kv_width();
+        l.k_head_dim = hp.head_dim;
+        l.v_width = mla ? 0 : hp.n_head_kv * hp.head_dim_v;
+        l.v_head_dim = hp.head_dim_v;
+        if (hp.is_swa(il)) {
+            // The attention reads up to kAttentionWindowAlign - 1 keys before the window.
+            l.window = hp.n_swa + static_cast<uint32_t>(kernels::kAttentionWindowAlign);
+            l.ring = l.window + kChunk;
+        }
+    }
+    return shapes;
+}
+
 class SequenceImpl final : public Sequence {
 public:
     SequenceImpl(std::shared_ptr<ModelState> m, uint32_t context_size)
         : m_(std::move(m)),
-          cache_(m_->hp.n_layer, context_size, m_->hp.kv_width(), m_->hp.kv_width(), m_->hp.head_dim, m_->kv_type) {}
+          cache_(context_size, cache_shapes(m_->hp, m_->spec->attention == Attention::Mla), m_->kv_type) {}
+
+    uint64_t cache_bytes() const noexcept override { return cache_.bytes(); }
 
     uint32_t length() const noexcept override { return cache_.length(); }
     uint32_t context_size() const noexcept override { return cache_.capacity(); }
@@ -143,9 +165,9 @@ std::unique_ptr<Model> Model::load(const std::string& path, const LoadOptions& o
 
     state->isa = options.isa;
     state->kv_type = ggml_type_of(options.kv_type);
-    if (options.kv_type == KvCacheType::Q8_0 && hp.head_dim % 32 != 0) {
+    if (options.kv_type == KvCacheType::Q8_0 && (hp.head_dim % 32 != 0 || hp.head_dim_v % 32 != 0)) {
         throw Error(ErrorCode::InvalidArgument, "a Q8_0 KV cache needs a head size that is a multiple of 32 (this model: " +
-                                                    std::to_string(hp.head_dim) + ")");
+                                                    std::to_string(hp.head_dim % 32 != 0 ? hp.head_dim : hp.head_dim_v) + ")");
     }
 
     ModelInfo& info = state->info;
@@ -157,7 +179,20 @@ std::unique_ptr<Model> Model::load(const std::string& path, const LoadOptions& o
     info.embedding_length = hp.n_embd;
     info.expert_count = hp.n_expert;
     info.expert_used_count = hp.n_expert_used;
-    info.shared_expert_count = state->spec->shared_expert != SharedExpert::None && hp.is_moe() ? 1 : 0;
+    info.shared_expert_count = state->spec->shared_expert == SharedExpert::None || !hp.is_moe() ? 0
+                               : hp.n_expert_shared > 0                                    ? hp.n_expert_shared
+                                                                                           : 1;
+    // What one more token adds to a sequence's cache: every layer without a sliding window (those
+    // hold a fixed ring) stores its K row and V row (MLA: the one latent row).
+    {
+        const uint32_t elem = options.kv_type == KvCacheType::F32 ? 4 : 2;
+        for (const kv::LayerShape& l : cache_shapes(hp, state->spec->attention == Attention::Mla)) {
+            if (l.window) continue;
+            info.kv_bytes_per_token += options.kv_type == KvCacheType::Q8_0
+                                           ? (l.k_width + l.v_width) / 32 * 34
+                                           : static_cast<uint64_t>(l.k_width + l.v_width) * elem;
+        }
+    }
     // parameter_count: the elements of every tensor in the file (as llama.cpp's n_elements), so a
     // tied embedding counts once. active_parameter_count: the same minus the routed experts a
     // token does not use, i.e. embeddings + attention + norms + routers + shared experts + output

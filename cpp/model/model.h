@@ -38,6 +38,7 @@ struct ModelInfo {
     uint32_t shared_expert_count = 0;
     uint64_t parameter_count = 0;    // all weights
     uint64_t active_parameter_count = 0;  // weights used per token (dense + router + shared + k routed experts)
+    uint64_t kv_bytes_per_token = 0; // KV-cache bytes one more token adds (sliding-window layers excluded)
     uint32_t file_type = 0;          // general.file_type or 0
     uint64_t size_bytes = 0;         // bytes of tensor data
     uint32_t default_context_size = 0;
@@ -66,6 +67,7 @@ public:
 
     virtual uint32_t length() const noexcept = 0;        // tokens in the cache
     virtual uint32_t context_size() const noexcept = 0;
+    virtual uint64_t cache_bytes() const noexcept = 0;   // bytes the KV cache allocated
 
     // Drops cached tokens from position n on (n <= length()).
     virtual void truncate(uint32_t n) = 0;

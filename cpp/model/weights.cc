@@ -130,6 +130,20 @@ public:
         return v;
     }
 
+    // A 2-D parameter held flat as fp32 (gpt-oss expert biases {n0, n1}).
+    Vector vec2(const std::string& name, int64_t n0, int64_t n1, bool required) {
+        const TensorInfo* t = find(name, required);
+        Vector v;
+        if (!t) return v;
+        check_shape(*t, {n0, n1});
+        tick();
+        v.n = n0 * n1;
+        v.owned.resize(static_cast<size_t>(v.n));
+        quant::dequantize(t->type, t->data, v.owned.data(), v.n, cpu::Isa::Scalar, t->name.c_str());
+        v.data = v.owned.data();
+        return v;
+    }
+
     const TensorInfo* token_embd(uint32_t& n_vocab, int64_t n_embd) {
         const TensorInfo* t = find("token_embd.weight", true);
         if (n_vocab == 0) n_vocab = t->ne[1] > 0 && t->ne[1] <= INT32_MAX ? static_cast<uint32_t>(t->ne[1]) : 0;
@@ -170,6 +184,92 @@ private:
     size_t done_ = 0;
 };
 
+void bind_gqa(Binder& b, const HParams& hp, const ArchSpec& spec, uint32_t il, LayerWeights& L) {
+    const int64_t E = hp.n_embd;
+    const int64_t QW = hp.q_width(), KVW = hp.kv_width();
+    // Attention projections: fused attn_qkv when present (newer conversions), else q/k/v.
+    L.wqkv = b.matrix(blk(il, "attn_qkv.weight"), E, QW + 2 * KVW, false);
+    if (L.wqkv.data) {
+        L.fused_qkv = true;
+        L.bqkv = b.vec(blk(il, "attn_qkv.bias"), QW + 2 * KVW, false);
+    } else {
+        L.wq = b.matrix(blk(il, "attn_q.weight"), E, QW, true);
+        L.wk = b.matrix(blk(il, "attn_k.weight"), E, KVW, true);
+        L.wv = b.matrix(blk(il, "attn_v.weight"), E, KVW, true);
+    }
+    if (!L.bqkv) {  // separate q/k/v biases, also allowed beside a fused weight (legacy files)
+        L.bq = b.vec(blk(il, "attn_q.bias"), QW, spec.biases_everywhere && !L.fused_qkv);
+        L.bk = b.vec(blk(il, "attn_k.bias"), KVW, spec.biases_everywhere && !L.fused_qkv);
+        L.bv = b.vec(blk(il, "attn_v.bias"), KVW, spec.biases_everywhere && !L.fused_qkv);
+    }
+    if (spec.qk_norm == QkNorm::PerHead) {
+        L.q_norm = b.vec(blk(il, "attn_q_norm.weight"), hp.head_dim, true);
+        L.k_norm = b.vec(blk(il, "attn_k_norm.weight"), hp.head_dim, true);
+    } else if (spec.qk_norm == QkNorm::Full) {
+        L.q_norm = b.vec(blk(il, "attn_q_norm.weight"), QW, true);
+        L.k_norm = b.vec(blk(il, "attn_k_norm.weight"), KVW, true);
+    }
+    L.wo = b.matrix(blk(il, "attn_output.weight"), QW, E, true);
+    L.bo = b.vec(blk(il, "attn_output.bias"), E, spec.biases_everywhere);
+    if (spec.sinks_and_swa) L.sinks = b.vec(blk(il, "attn_sinks.weight"), hp.n_head, true);
+}
+
+// deepseek2 attention (llama_model_deepseek2::load_arch_tensors). Older files carry attn_kv_b
+// {kv_lora, n_head (nope + v)}: per head, nope rows of k_nope then v rows; they are split into
+// k_b (the transpose of the k_nope rows) and v_b, kept as fp32 (a few MiB per layer).
+void bind_mla(Binder& b, const HParams& hp, uint32_t il, LayerWeights& L) {
+    const HParams::Mla& m = hp.mla;
+    const int64_t E = hp.n_embd, H = hp.n_head, R = m.kv_lora_rank, NOPE = m.qk_nope, DV = m.v_head_dim;
+    if (m.q_lora_rank > 0) {
+        L.wq_a = b.matrix(blk(il, "attn_q_a.weight"), E, m.q_lora_rank, true);
+        L.q_a_norm = b.vec(blk(il, "attn_q_a_norm.weight"), m.q_lora_rank, true);
+        L.wq_b = b.matrix(blk(il, "attn_q_b.weight"), m.q_lora_rank, H * m.qk_head_dim, true);
+    } else {
+        L.wq = b.matrix(blk(il, "attn_q.weight"), E, H * m.qk_head_dim, true);
+    }
+    L.wkv_a_mqa = b.matrix(blk(il, "attn_kv_a_mqa.weight"), E, R + hp.n_rot, true);
+    L.kv_a_norm = b.vec(blk(il, "attn_kv_a_norm.weight"), R, true);
+    L.k_b.resize(static_cast<size_t>(H));
+    L.v_b.resize(static_cast<size_t>(H));
+    if (!m.file_has_kv_b) {
+        const ExpertMatrix kb = b.experts(blk(il, "attn_k_b.weight"), NOPE, R, H, true);
+        const ExpertMatrix vb = b.experts(blk(il, "attn_v_b.weight"), R, DV, H, true);
+        for (int64_t h = 0; h < H; ++h) {
+            L.k_b[h] = kb.expert(h);
+            L.v_b[h] = vb.expert(h);
+        }
+    } else {
+        // Both halves become fp32 copies, so the layer computes exactly what the MLA form of these
+        // weights (the converter's split, stored as F32) computes.
+        const WeightMatrix kvb = b.matrix(blk(il, "attn_kv_b.weight"), R, H * (NOPE + DV), true);
+        L.kv_b_split.resize(static_cast<size_t>(H * R * (NOPE + DV)));
+        std::vector<float> rows(static_cast<size_t>(NOPE * R));
+        for (int64_t h = 0; h < H; ++h) {
+            const uint8_t* head = kvb.data + static_cast<size_t>(h * (NOPE + DV)) * kvb.row_bytes;
+            for (int64_t r = 0; r < NOPE; ++r) {
+                quant::dequantize(kvb.type, head + static_cast<size_t>(r) * kvb.row_bytes, rows.data() + r * R, R,
+                                  cpu::Isa::Scalar, "attn_kv_b.weight");
+            }
+            float* kb = L.kv_b_split.data() + h * R * (NOPE + DV);  // kb: [R, NOPE], then vb: [DV, R]
+            for (int64_t j = 0; j < R; ++j) {
+                for (int64_t d = 0; d < NOPE; ++d) kb[j * NOPE + d] = rows[d * R + j];
+            }
+            float* vb = kb + R * NOPE;
+            for (int64_t v = 0; v < DV; ++v) {
+                quant::dequantize(kvb.type, head + static_cast<size_t>(NOPE + v) * kvb.row_bytes, vb + v * R, R,
+                                  cpu::Isa::Scalar, "attn_kv_b.weight");
+            }
+            L.k_b[h] = WeightMatrix{reinterpret_cast<const uint8_t*>(kb), kF32, NOPE, R, static_cast<size_t>(NOPE) * 4};
+            L.v_b[h] = WeightMatrix{reinterpret_cast<const uint8_t*>(vb), kF32, R, DV, static_cast<size_t>(R) * 4};
+        }
+    }
+    for (int64_t h = 0; h < H; ++h) {
+        L.k_b[h].slice_of_3d = L.v_b[h].slice_of_3d = true;
+        L.k_b[h].strided_input = true;  // q_nope is a permuted view in llama.cpp's graph
+    }
+    L.wo = b.matrix(blk(il, "attn_output.weight"), H * DV, E, true);
+}
+
 }  // namespace
 
 ModelWeights bind_weights(const gguf::GgufFile& file, HParams& hp, const ArchSpec& spec,
@@ -177,7 +277,6 @@ ModelWeights bind_weights(const gguf::GgufFile& file, HParams& hp, const ArchSpe
     Binder b(file, on_progress);
     ModelWeights w;
     const int64_t E = hp.n_embd;
-    const int64_t QW = hp.q_width(), KVW = hp.kv_width();
 
     const TensorInfo* embd = b.token_embd(hp.n_vocab, E);
     w.token_embd = Binder::make_matrix(*embd);
@@ -196,34 +295,14 @@ ModelWeights bind_weights(const gguf::GgufFile& file, HParams& hp, const ArchSpe
     for (uint32_t il = 0; il < hp.n_layer; ++il) {
         LayerWeights& L = w.layers[il];
         L.attn_norm = b.vec(blk(il, "attn_norm.weight"), E, true);
-
-        // Attention projections: fused attn_qkv when present (newer conversions), else q/k/v.
-        L.wqkv = b.matrix(blk(il, "attn_qkv.weight"), E, QW + 2 * KVW, false);
-        if (L.wqkv.data) {
-            L.fused_qkv = true;
-            L.bqkv = b.vec(blk(il, "attn_qkv.bias"), QW + 2 * KVW, false);
+        if (spec.attention == Attention::Mla) {
+            bind_mla(b, hp, il, L);
         } else {
-            L.wq = b.matrix(blk(il, "attn_q.weight"), E, QW, true);
-            L.wk = b.matrix(blk(il, "attn_k.weight"), E, KVW, true);
-            L.wv = b.matrix(blk(il, "attn_v.weight"), E, KVW, true);
+            bind_gqa(b, hp, spec, il, L);
         }
-        if (!L.bqkv) {  // separate q/k/v biases, also allowed beside a fused weight (legacy files)
-            L.bq = b.vec(blk(il, "attn_q.bias"), QW, false);
-            L.bk = b.vec(blk(il, "attn_k.bias"), KVW, false);
-            L.bv = b.vec(blk(il, "attn_v.bias"), KVW, false);
-        }
-        if (spec.qk_norm == QkNorm::PerHead) {
-            L.q_norm = b.vec(blk(il, "attn_q_norm.weight"), hp.head_dim, true);
-            L.k_norm = b.vec(blk(il, "attn_k_norm.weight"), hp.head_dim, true);
-        } else if (spec.qk_norm == QkNorm::Full) {
-            L.q_norm = b.vec(blk(il, "attn_q_norm.weight"), QW, true);
-            L.k_norm = b.vec(blk(il, "attn_k_norm.weight"), KVW, true);
-        }
-        L.wo = b.matrix(blk(il, "attn_output.weight"), QW, E, true);
-        L.bo = b.vec(blk(il, "attn_output.bias"), E, false);
-        L.ffn_norm = b.vec(blk(il, "ffn_norm.weight"), E, true);
+        L.ffn_norm = b.vec(blk(il, spec.ffn_norm) + std::string(".weight"), E, true);
 
-        if (!hp.is_moe()) {
+        if (!hp.layer_is_moe(il)) {
             const int64_t F = hp.n_ff[il];
             if (F == 0) throw Error(ErrorCode::ModelFormat, "missing key " + hp.arch + ".feed_forward_length");
             L.ffn_gate = b.matrix(blk(il, "ffn_gate.weight"), E, F, true);
@@ -246,8 +325,20 @@ ModelWeights bind_weights(const gguf::GgufFile& file, HParams& hp, const ArchSpe
             L.up_exps = b.experts(blk(il, "ffn_up_exps.weight"), E, F, X, true);
         }
         L.down_exps = b.experts(blk(il, "ffn_down_exps.weight"), F, E, X, true);
+        L.exp_probs_b = b.vec(blk(il, "exp_probs_b.bias"), X, false);
+        uint64_t per_expert = static_cast<uint64_t>(3 * F * E);
+        if (spec.biases_everywhere) {
+            if (L.fused_gate_up) {
+                throw Error(ErrorCode::ModelFormat, "tensor " + blk(il, "ffn_gate_up_exps.weight") +
+                                                        ": a fused expert gate/up is not supported with expert biases");
+            }
+            L.gate_inp_b = b.vec(blk(il, "ffn_gate_inp.bias"), X, true);
+            L.gate_exps_b = b.vec2(blk(il, "ffn_gate_exps.bias"), F, X, true);
+            L.up_exps_b = b.vec2(blk(il, "ffn_up_exps.bias"), F, X, true);
+            L.down_exps_b = b.vec2(blk(il, "ffn_down_exps.bias"), E, X, true);
+            per_expert += static_cast<uint64_t>(2 * F + E);
+        }
         // Per token only expert_used_count of the n_expert routed experts run.
-        const uint64_t per_expert = static_cast<uint64_t>(3 * F * E);
         w.inactive_expert_params += per_expert * (hp.n_expert - hp.n_expert_used);
 
         if (spec.shared_expert != SharedExpert::None) {
@@ -262,6 +353,7 @@ ModelWeights bind_weights(const gguf::GgufFile& file, HParams& hp, const ArchSpe
         }
     }
     hp.rope.freq_factors = w.rope_freqs ? w.rope_freqs.data : nullptr;
+    hp.rope_swa.freq_factors = hp.rope.freq_factors;
     return w;
 }
 

@@ -36,9 +36,20 @@ struct LayerWeights {
     kernels::WeightMatrix wqkv;          // n_embd -> q_width + 2 kv_width (fused form)
     Vector bq, bk, bv, bqkv;             // optional biases
     Vector q_norm, k_norm;               // [head_dim] (per head) or [q_width] / [kv_width] (full)
-    kernels::WeightMatrix wo;            // q_width -> n_embd
+    kernels::WeightMatrix wo;            // q_width -> n_embd (MLA: n_head * v_head_dim -> n_embd)
     Vector bo;                           // optional [n_embd]
-    Vector ffn_norm;                     // [n_embd]
+    Vector ffn_norm;                     // [n_embd] (gpt-oss: post_attention_norm)
+    Vector sinks;                        // gpt-oss attn_sinks: [n_head]
+
+    // Multi-head latent attention (deepseek2), absorbed form.
+    kernels::WeightMatrix wq_a;          // n_embd -> q_lora_rank (absent: wq projects directly)
+    Vector q_a_norm;                     // [q_lora_rank]
+    kernels::WeightMatrix wq_b;          // q_lora_rank -> n_head * qk_head_dim
+    kernels::WeightMatrix wkv_a_mqa;     // n_embd -> kv_lora_rank + n_rot: [latent | key rope part]
+    Vector kv_a_norm;                    // [kv_lora_rank]
+    std::vector<kernels::WeightMatrix> k_b;  // per head: qk_nope -> kv_lora_rank (absorbs q_nope)
+    std::vector<kernels::WeightMatrix> v_b;  // per head: kv_lora_rank -> v_head_dim
+    std::vector<float> kv_b_split;       // per head k_b then v_b as fp32, split from an older file's attn_kv_b
 
     // Dense SwiGLU FFN (layers of a model without experts).
     kernels::WeightMatrix ffn_gate, ffn_up, ffn_down;
@@ -51,6 +62,9 @@ struct LayerWeights {
     kernels::ExpertMatrix gate_exps, up_exps;  // n_embd -> n_ff_exp per expert
     kernels::ExpertMatrix gate_up_exps;        // n_embd -> 2 n_ff_exp (gate rows, then up rows)
     kernels::ExpertMatrix down_exps;           // n_ff_exp -> n_embd
+    // gpt-oss biases: router [n_expert], experts [n_expert, n_ff_exp] / [n_expert, n_embd].
+    Vector gate_inp_b, gate_exps_b, up_exps_b, down_exps_b;
+    Vector exp_probs_b;                        // deepseek V3 selection bias [n_expert] (selection only)
 
     // Shared expert (qwen2moe: sigmoid-gated by shexp_gate_inp · x).
     bool shared = false;

@@ -88,6 +88,7 @@ Napi::Object info_to_js(Napi::Env env, const model::ModelInfo& i) {
     o.Set("sharedExpertCount", num(i.shared_expert_count));
     o.Set("parameterCount", num(static_cast<double>(i.parameter_count)));
     o.Set("activeParameterCount", num(static_cast<double>(i.active_parameter_count)));
+    o.Set("kvBytesPerToken", num(static_cast<double>(i.kv_bytes_per_token)));
     o.Set("fileType", num(i.file_type));
     o.Set("sizeBytes", num(static_cast<double>(i.size_bytes)));
     o.Set("defaultContextSize", num(i.default_context_size));
@@ -103,6 +104,7 @@ public:
                             InstanceMethod<&SequenceHandle::truncate>("truncate"),
                             InstanceMethod<&SequenceHandle::length>("length"),
                             InstanceMethod<&SequenceHandle::context_size>("contextSize"),
+                            InstanceMethod<&SequenceHandle::cache_bytes>("cacheBytes"),
                             InstanceMethod<&SequenceHandle::dispose>("dispose")});
     }
     explicit SequenceHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<SequenceHandle>(info) {}
@@ -175,6 +177,10 @@ private:
 
     Napi::Value context_size(const Napi::CallbackInfo& info) {
         return Napi::Number::New(info.Env(), live(info.Env())->context_size());
+    }
+
+    Napi::Value cache_bytes(const Napi::CallbackInfo& info) {
+        return Napi::Number::New(info.Env(), static_cast<double>(live(info.Env())->cache_bytes()));
     }
 
     // Drops this handle's references; a job still running keeps the sequence alive until it ends.

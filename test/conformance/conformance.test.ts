@@ -20,8 +20,8 @@ import { argmax, klDivergence, llamaCppGreedy, llamaCppNextTokenProbabilities, O
 import { tempDir } from '../helpers/tmp.js';
 import { teacherTokens, writeTinyMoe, type TinyArch, type TinyWeightType } from '../helpers/tiny-moe.js';
 
-const ARCHS: TinyArch[] = ['llama', 'llama-moe', 'qwen2moe', 'qwen3moe', 'olmoe'];
-const WEIGHTS: TinyWeightType[] = ['F32', 'F16', 'BF16', 'Q8_0', 'Q4_0', 'Q4_K', 'Q5_K', 'Q6_K', 'MXFP4', 'Q4_K_M'];
+const ARCHS: TinyArch[] = ['llama', 'llama-moe', 'qwen2moe', 'qwen3moe', 'olmoe', 'deepseek2-lite', 'deepseek2', 'deepseek2-kvb', 'gpt-oss'];
+const WEIGHTS: TinyWeightType[] = ['F32', 'F16', 'BF16', 'Q8_0', 'Q4_0', 'Q4_K', 'Q5_K', 'Q6_K', 'MXFP4', 'Q4_K_M', 'Q5_0', 'Q5_1'];
 const FLOAT_WEIGHTS = new Set<TinyWeightType>(['F32', 'F16', 'BF16']);
 const SEQUENCE_LENGTH = 64;
 const NEAR_TIE = 0.05;
@@ -68,9 +68,16 @@ for (const arch of ARCHS) {
       it(`${weights}`, async () => {
         const file = path.join(dir, `${arch}-${weights}.gguf`);
         const { vocabSize } = await writeTinyMoe(file, { arch, weights });
+        // llama.cpp runs an older attn_kv_b file as multi-head attention, node-moe as MLA (the
+        // compact cache): the oracle runs the same weights in the MLA form, as the converter splits them.
+        let oracleFile = file;
+        if (arch === 'deepseek2-kvb') {
+          oracleFile = path.join(dir, `${arch}-${weights}-mla.gguf`);
+          await writeTinyMoe(oracleFile, { arch: 'deepseek2-kvb-mla', weights });
+        }
         const tokens = teacherTokens(SEQUENCE_LENGTH, vocabSize);
         const positions = tokens.map((_, i) => i);
-        const reference = await llamaCppNextTokenProbabilities(file, tokens, positions, vocabSize, { flashAttention: false });
+        const reference = await llamaCppNextTokenProbabilities(oracleFile, tokens, positions, vocabSize, { flashAttention: false });
 
         await using model = await loadModel(file, { threads: ORACLE_THREADS });
         const seq = model.createSequence({ contextSize: 256 });
@@ -97,7 +104,7 @@ for (const arch of ARCHS) {
 
         if (weights === 'F32' || weights === 'F16') {
           const prompt = tokens.slice(0, 8);
-          const expected = await llamaCppGreedy(file, prompt, GREEDY_TOKENS, { flashAttention: false });
+          const expected = await llamaCppGreedy(oracleFile, prompt, GREEDY_TOKENS, { flashAttention: false });
           expect(await nodeMoeGreedy(model, prompt, GREEDY_TOKENS)).toEqual(expected);
         }
       });

@@ -18,14 +18,14 @@ export function oracle(): Promise<Llama> {
 /** Runs `fn` on a fresh one-sequence context of `modelPath` (CPU, ORACLE_THREADS), then frees both. */
 async function withContext<T>(
   modelPath: string,
-  options: { flashAttention?: boolean },
+  options: { flashAttention?: boolean; contextSize?: number },
   fn: (sequence: LlamaContextSequence) => Promise<T>,
 ): Promise<T> {
   const llama = await oracle();
   const model = await llama.loadModel({ modelPath, gpuLayers: 0 });
   try {
     const context = await model.createContext({
-      contextSize: 256,
+      contextSize: options.contextSize ?? 256,
       threads: ORACLE_THREADS,
       sequences: 1,
       ...(options.flashAttention === undefined ? {} : { flashAttention: options.flashAttention }),
@@ -49,7 +49,7 @@ export async function llamaCppNextTokenProbabilities(
   tokens: readonly number[],
   positions: readonly number[],
   vocabSize: number,
-  options: { flashAttention?: boolean } = {},
+  options: { flashAttention?: boolean; contextSize?: number } = {},
 ): Promise<Float64Array[]> {
   return withContext(modelPath, options, async (sequence) => {
     const want = new Set(positions);
