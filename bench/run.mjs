@@ -2,6 +2,7 @@
 // node-moe vs llama.cpp (node-llama-cpp, CPU) on the same generated GGUF, same thread count, in one
 // process tree, alternating runs. Prints a markdown table and a JSON line of medians and ratios.
 //   npm run bench [-- --layers 2 --runs 3 --threads 2 --prefill 512 --decode 64 --model path.gguf]
+import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -158,3 +159,10 @@ console.log(`| prefill ${prefillTokens} tokens, tok/s | ${summary.prefill.nodeMo
 console.log(`| decode ${decodeTokens} tokens, tok/s | ${summary.decode.nodeMoe.toFixed(2)} | ${summary.decode.llamaCpp.toFixed(2)} | ${summary.decode.ratio.toFixed(2)}× |`);
 console.log(`| load, s | ${summary.load.nodeMoe.toFixed(2)} | ${summary.load.llamaCpp.toFixed(2)} | ${summary.load.ratio.toFixed(2)}× |`);
 console.log(JSON.stringify({ model: path.basename(file), sizeGiB, threads, cpu: cpu.active, runs, summary }));
+
+// Tokenizer throughput against the reference tokenizers (issue: tokenizing 1 MB well under 1 s).
+console.log('\n## Tokenizers');
+const tokenizerBench = spawnSync(process.execPath, [new URL('./tokenizer.mjs', import.meta.url).pathname, '--mb', '1'], {
+  stdio: 'inherit',
+});
+if (tokenizerBench.status !== 0) process.exitCode = 1;
