@@ -24,6 +24,7 @@
       'cpp/model/weights.cc',
       'cpp/model/forward.cc',
       'cpp/model/model.cc',
+      'cpp/sampling/sampler.cc',
     ],
     # Compiled with -mavx2 -mfma -mf16c; only called after cpuid says the CPU has them.
     'moe_avx2_sources': [
