@@ -45,6 +45,7 @@
       'cpp/napi/gguf_binding.cc',
       'cpp/napi/model_binding.cc',
       'cpp/napi/quant_binding.cc',
+      'cpp/napi/sampler_binding.cc',
     ],
   },
 }

@@ -18,6 +18,19 @@ export type { GgmlTypeGeometry, GgmlTypeName } from './ggml-types.js';
 export { dequantize, dequantizeSync, getCpuInfo, getGgmlTypeSupport, quantize, quantizeSync } from './quant.js';
 export type { CpuInfo, CpuKernelLevel, GgmlTypeSupport, KernelOptions } from './quant.js';
 export { loadModel, Model, Sequence } from './model.js';
+export { Generation } from './generate.js';
+export { Chat } from './chat-session.js';
+export type { ChatFinishReason, ChatOptions, ChatStreamPart, ChatTurnResult, SendOptions } from './chat-session.js';
+export type {
+  FinishReason,
+  GenerateOptions,
+  GenerationPart,
+  GenerationResult,
+  GenerationTimings,
+  GenerationUsage,
+  RawFinishReason,
+  SamplingOptions,
+} from './generate.js';
 export type { CreateSequenceOptions, EvaluateOptions, KvCacheType, LoadModelOptions, ModelInfo } from './model.js';
 export { createTokenizer, TokenType } from './tokenizer/tokenizer.js';
 export type { TokenizeOptions, Tokenizer } from './tokenizer/tokenizer.js';

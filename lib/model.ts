@@ -5,7 +5,10 @@
 import { loadBinding } from './binding.js';
 import { AbortError, ModelDisposedError, translateNativeError } from './errors.js';
 import { readGgufInfo } from './gguf/read.js';
-import type { NativeCancelFlag, NativeModel, NativeModelInfo, NativeSequence } from './native-types.js';
+import { Chat, type ChatOptions } from './chat-session.js';
+import type { ChatMetadata } from './chat/index.js';
+import { generate, type GenerateOptions, type Generation } from './generate.js';
+import type { NativeCancelFlag, NativeModel, NativeModelInfo, NativeSampler, NativeSequence } from './native-types.js';
 import { createTokenizer, type TokenizeOptions, type Tokenizer } from './tokenizer/tokenizer.js';
 
 /** KV cache element type. */
@@ -88,6 +91,7 @@ export class Sequence {
   #native: NativeSequence | undefined;
   #model: Model;
   #length = 0;
+  #history: number[] = [];
   #queue: Promise<unknown> = Promise.resolve();
   #pending = 0;
   #cancelAll = new Set<NativeCancelFlag>();
@@ -101,6 +105,11 @@ export class Sequence {
   /** Tokens in the cache. */
   get length(): number {
     return this.#length;
+  }
+
+  /** The token ids in the cache, oldest first. */
+  get tokens(): readonly number[] {
+    return this.#history;
   }
 
   get contextSize(): number {
@@ -128,6 +137,42 @@ export class Sequence {
    * `ContextOverflowError`; in both cases nothing is evaluated.
    */
   evaluate(tokens: ArrayLike<number>, options: EvaluateOptions = {}): Promise<Float32Array> {
+    return this.#enqueue(tokens, options.signal, async (native, ids, cancel) => {
+      const { logits, length } = await native.evaluate(ids, options.allLogits === true, cancel);
+      this.#setLength(length, ids);
+      return logits;
+    });
+  }
+
+  /**
+   * Appends `tokens`, runs the forward pass and picks the next token with `sampler` from the last
+   * logits, natively (the logits never reach JS). The picked token is not appended. Used by
+   * {@link Model.generate}.
+   * @internal
+   */
+  _step(tokens: ArrayLike<number>, sampler: NativeSampler, signal?: AbortSignal): Promise<{ token: number; probability: number }> {
+    return this.#enqueue(tokens, signal, async (native, ids, cancel) => {
+      const { token, probability, length } = await native.step(ids, sampler, cancel);
+      this.#setLength(length, ids);
+      return { token, probability };
+    });
+  }
+
+  // The cache now holds `length` tokens: the ones before plus (some of) `appended`.
+  #setLength(length: number, appended: Int32Array): void {
+    const before = this.#length;
+    for (let i = 0; before + i < length && i < appended.length; i++) this.#history[before + i] = appended[i]!;
+    this.#history.length = length;
+    this.#length = length;
+  }
+
+  // Runs one native job on this sequence after the ones before it, with the token checks, abort
+  // wiring and length bookkeeping every job needs.
+  #enqueue<T>(
+    tokens: ArrayLike<number>,
+    signal: AbortSignal | undefined,
+    job: (native: NativeSequence, ids: Int32Array, cancel: NativeCancelFlag) => Promise<T>,
+  ): Promise<T> {
     const native = this.#live();
     const ids = tokens instanceof Int32Array ? tokens : Int32Array.from(tokens as ArrayLike<number>);
     const vocab = this.#model.info.vocabSize;
@@ -136,22 +181,23 @@ export class Sequence {
     }
     this.#pending++;
     const run = async () => {
-      const { flag, done } = cancelFlagFor(options.signal);
-      const internal = flag ?? loadBinding().createCancelFlag();
-      this.#cancelAll.add(internal);
+      let done = () => {};
+      let internal: NativeCancelFlag | undefined;
       try {
+        const cancel = cancelFlagFor(signal);
+        done = cancel.done;
+        internal = cancel.flag ?? loadBinding().createCancelFlag();
+        this.#cancelAll.add(internal);
         if (!this.#native) throw new ModelDisposedError('the sequence was disposed');
-        const { logits, length } = await native.evaluate(ids, options.allLogits === true, internal).catch((e: unknown) => {
-          throw translate(e, options.signal);
+        return await job(native, ids, internal!).catch((e: unknown) => {
+          throw translate(e, signal);
         });
-        this.#length = length;
-        return logits;
       } catch (error) {
-        if (error instanceof AbortError) this.#length = native.length();
+        if (error instanceof AbortError) this.#setLength(native.length(), ids);
         if (error instanceof AbortError && !this.#native) throw new ModelDisposedError('the sequence was disposed during evaluation', { cause: error });
         throw error;
       } finally {
-        this.#cancelAll.delete(internal);
+        if (internal) this.#cancelAll.delete(internal);
         done();
         this.#pending--;
       }
@@ -166,6 +212,7 @@ export class Sequence {
     const native = this.#live();
     if (this.#pending > 0) throw new Error('cannot truncate a sequence while it is being evaluated');
     this.#length = native.truncate(n);
+    this.#history.length = this.#length;
   }
 
   /** Empties the sequence (same as `truncate(0)`). */
@@ -189,14 +236,16 @@ export class Sequence {
 export class Model {
   #native: NativeModel | undefined;
   #tokenizer: Tokenizer;
+  #metadata: ChatMetadata;
   #sequences = new Set<Sequence>();
   /** What the model is. */
   readonly info: ModelInfo;
 
   /** @internal */
-  constructor(native: NativeModel, tokenizer: Tokenizer) {
+  constructor(native: NativeModel, tokenizer: Tokenizer, metadata: ChatMetadata) {
     this.#native = native;
     this.#tokenizer = tokenizer;
+    this.#metadata = metadata;
     // The native info also carries engine settings (default context, threads) that are not model facts.
     const { defaultContextSize: _context, threads: _threads, ...info }: NativeModelInfo = native.info();
     this.info = Object.freeze(info);
@@ -226,6 +275,25 @@ export class Model {
   detokenize(tokens: ArrayLike<number>, options?: { special?: boolean }): string {
     this.#live();
     return this.#tokenizer.detokenize(tokens, options);
+  }
+
+  /**
+   * Generates text after `prompt` (text, or token ids), sampling natively token by token. The
+   * result is an `AsyncIterable<string>` of UTF-8-safe deltas, with `fullStream`, `text` and
+   * `final` (text, finish reason, usage, timings).
+   */
+  generate(prompt: string | ArrayLike<number>, options?: GenerateOptions): Generation {
+    this.#live();
+    return generate(this, prompt, options);
+  }
+
+  /**
+   * A conversation that keeps its history and KV cache between turns: `chat.send('Hi!')` renders
+   * the model's chat template, generates the reply and streams text, reasoning and tool-call parts.
+   */
+  createChat(options: ChatOptions = {}): Chat {
+    this.#live();
+    return new Chat(this, this.#metadata, options);
   }
 
   /** A new, empty sequence with its own KV cache. */
@@ -285,13 +353,15 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
         throw translate(e, signal, path);
       });
     let tokenizer: Tokenizer;
+    let metadata: ChatMetadata;
     try {
-      tokenizer = createTokenizer((await infoPromise).metadata);
+      metadata = (await infoPromise).metadata as ChatMetadata;
+      tokenizer = createTokenizer(metadata as never);
     } catch (error) {
       native.dispose();
       throw error;
     }
-    return new Model(native, tokenizer);
+    return new Model(native, tokenizer, metadata);
   } finally {
     done();
   }

@@ -64,8 +64,29 @@ export interface NativeCancelFlag {
   cancel(): void;
 }
 
+/** A native sampler (cpp/sampling): picks tokens from logits; remembers recent tokens for penalties. */
+export interface NativeSampler {
+  accept(tokens: Int32Array): void;
+  reset(): void;
+}
+
+export interface NativeSamplerParams {
+  temperature: number;
+  topK: number;
+  topP: number;
+  minP: number;
+  repeatPenalty: number;
+  frequencyPenalty: number;
+  presencePenalty: number;
+  penaltyLastN: number;
+  seed: number;
+  /** [token, bias] pairs. */
+  logitBias: [number, number][];
+}
+
 export interface NativeSequence {
   evaluate(tokens: Int32Array, allLogits: boolean, cancel?: NativeCancelFlag): Promise<{ logits: Float32Array; length: number }>;
+  step(tokens: Int32Array, sampler: NativeSampler, cancel?: NativeCancelFlag): Promise<{ token: number; probability: number; length: number }>;
   truncate(n: number): number;
   length(): number;
   contextSize(): number;
@@ -88,6 +109,7 @@ export interface NativeLoadOptions {
 export interface NativeBinding {
   loadModel(path: string, options: NativeLoadOptions, onProgress?: (progress: number) => void, cancel?: NativeCancelFlag): Promise<NativeModel>;
   createCancelFlag(): NativeCancelFlag;
+  Sampler: new (params: NativeSamplerParams, vocabSize: number) => NativeSampler;
   napiVersion: number;
   readGgufInfo(path: string): Promise<NativeGgufInfo>;
   readGgufTensor(path: string, name: string, isa?: string): Promise<Float32Array>;

@@ -8,5 +8,6 @@ namespace moe::napi {
 void init_quant_binding(Napi::Env env, Napi::Object exports);
 void init_gguf_binding(Napi::Env env, Napi::Object exports);
 void init_model_binding(Napi::Env env, Napi::Object exports);
+void init_sampler_binding(Napi::Env env, Napi::Object exports);
 
 }  // namespace moe::napi

@@ -15,6 +15,7 @@
 #include "bindings.h"
 #include "engine_thread.h"
 #include "errors.h"
+#include "sampler_binding.h"
 
 namespace moe::napi {
 
@@ -101,6 +102,7 @@ public:
     static Napi::Function define(Napi::Env env) {
         return DefineClass(env, "Sequence",
                            {InstanceMethod<&SequenceHandle::evaluate>("evaluate"),
+                            InstanceMethod<&SequenceHandle::step>("step"),
                             InstanceMethod<&SequenceHandle::truncate>("truncate"),
                             InstanceMethod<&SequenceHandle::length>("length"),
                             InstanceMethod<&SequenceHandle::context_size>("contextSize"),
@@ -152,6 +154,48 @@ private:
                     [](Napi::Env, void*, std::vector<float>* v) { delete v; }, heap);
                 Napi::Object out = Napi::Object::New(env);
                 out.Set("logits", Napi::Float32Array::New(env, heap->size(), buffer, 0));
+                out.Set("length", Napi::Number::New(env, r.length));
+                return out;
+            },
+            {}, &state->engine);
+    }
+
+    // step(tokens: Int32Array, sampler: Sampler, cancel?: CancelFlag) → Promise<{token, probability, length}>:
+    // evaluates the tokens and samples the next one from the last logits on the engine thread, so
+    // the logits never cross into JS; the sampler records the token for its penalties.
+    Napi::Value step(const Napi::CallbackInfo& info) {
+        Napi::Env env = info.Env();
+        auto sequence = live(env);
+        if (info.Length() < 2 || !info[0].IsTypedArray() ||
+            info[0].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) {
+            throw Napi::TypeError::New(env, "step(tokens: Int32Array, sampler)");
+        }
+        Napi::Int32Array js_tokens = info[0].As<Napi::Int32Array>();
+        std::vector<int32_t> tokens(js_tokens.Data(), js_tokens.Data() + js_tokens.ElementLength());
+        auto sampler = sampler_of(info[1]);
+        auto cancel = info.Length() > 2 ? cancel_argument(info[2]) : nullptr;
+        struct Result {
+            int32_t token = 0;
+            float probability = 0;
+            uint32_t length = 0;
+        };
+        auto state = state_;
+        return BackgroundTask<Result>::run(
+            env,
+            [state, sequence, sampler, tokens = std::move(tokens), cancel]() {
+                thread_local std::vector<float> logits;
+                Result r;
+                sequence->evaluate(tokens.data(), tokens.size(), false, logits, cancel.get());
+                r.token = sampler->sample(logits.data());
+                r.probability = sampler->last_probability();
+                sampler->accept(r.token);
+                r.length = sequence->length();
+                return r;
+            },
+            [](Napi::Env env, Result& r, const std::vector<Napi::ObjectReference>&) -> Napi::Value {
+                Napi::Object out = Napi::Object::New(env);
+                out.Set("token", Napi::Number::New(env, r.token));
+                out.Set("probability", Napi::Number::New(env, r.probability));
                 out.Set("length", Napi::Number::New(env, r.length));
                 return out;
             },

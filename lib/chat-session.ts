@@ -1,0 +1,181 @@
+/**
+ * Stateful chats for bots: the history and its KV cache are kept between turns, each turn is
+ * rendered through the model's chat template, generated with native sampling, and parsed into
+ * typed parts (text, reasoning, tool calls) as it streams.
+ */
+import {
+  chatFormatFromMetadata,
+  chatTemplateFromMetadata,
+  createChatOutputParser,
+  promptEndsInReasoning,
+  renderChatTemplate,
+  type ChatFormat,
+  type ChatMessage,
+  type ChatMetadata,
+  type ChatPart,
+  type ChatTemplate,
+  type ChatTemplateVariables,
+  type ChatTool,
+  type ChatToolCallErrorPart,
+  type ChatToolCallPart,
+} from './chat/index.js';
+import {
+  runGeneration,
+  type FinishReason,
+  type GenerateOptions,
+  type Generation,
+  type GenerationTimings,
+  type GenerationUsage,
+  type RawFinishReason,
+} from './generate.js';
+import type { Model, Sequence } from './model.js';
+
+/** Options of a chat; the generation ones (sampling, `maxTokens`, `stop`, …) are each turn's defaults. */
+export interface ChatOptions extends Omit<GenerateOptions, 'sequence' | 'special' | 'addBos' | 'signal'> {
+  /** The system message that opens the conversation. Default none. */
+  system?: string;
+  /** Functions the model may call, rendered through the template. Default none. */
+  tools?: readonly ChatTool[];
+  /** Tokens the chat's KV cache holds. Default: the model's `contextSize` load option. */
+  contextSize?: number;
+  /** Extra template variables (`enable_thinking`, `reasoning_effort`, …). Default none. */
+  templateVariables?: ChatTemplateVariables;
+  /** The chat template: default the file's (`tokenizer.chat_template`), or a built-in one for files without. */
+  template?: ChatTemplate;
+  /** How to parse the model's output. Default: detected from the file (`chatFormatFromMetadata`). */
+  format?: ChatFormat;
+  /** Earlier messages to start from (after the system message). Default none. */
+  history?: readonly ChatMessage[];
+}
+
+export type SendOptions = Omit<GenerateOptions, 'sequence' | 'special' | 'addBos'>;
+
+/** Why a chat turn ended: as a generation, or `tool-calls` when the model called tools. */
+export type ChatFinishReason = FinishReason | 'tool-calls';
+
+/** A part of a chat turn's `fullStream`. */
+export type ChatStreamPart =
+  | ChatPart
+  | { type: 'finish'; finishReason: ChatFinishReason; rawFinishReason: RawFinishReason; usage: GenerationUsage };
+
+export interface ChatTurnResult {
+  /** The reply's text (without reasoning or tool-call markup). */
+  text: string;
+  /** The reasoning the model produced before its answer ('' when none). */
+  reasoning: string;
+  toolCalls: ChatToolCallPart[];
+  /** The generated token ids. */
+  tokens: number[];
+  /** Tool calls the model wrote but that did not parse. */
+  toolCallErrors: ChatToolCallErrorPart[];
+  finishReason: ChatFinishReason;
+  rawFinishReason: RawFinishReason;
+  usage: GenerationUsage;
+  timings: GenerationTimings;
+  /** The assistant message added to the history. */
+  message: ChatMessage;
+}
+
+/** A conversation with its own KV cache; see {@link Model.createChat}. */
+export class Chat {
+  /** The conversation so far (system message first, when there is one). */
+  readonly history: ChatMessage[] = [];
+  #model: Model;
+  #sequence: Sequence;
+  #options: ChatOptions;
+  #template: ChatTemplate;
+  #format: ChatFormat;
+  #busy = false;
+
+  /** @internal */
+  constructor(model: Model, metadata: ChatMetadata, options: ChatOptions) {
+    this.#model = model;
+    this.#options = options;
+    this.#template = options.template ?? chatTemplateFromMetadata(metadata);
+    this.#format = options.format ?? chatFormatFromMetadata(metadata);
+    if (options.system !== undefined) this.history.push({ role: 'system', content: options.system });
+    this.history.push(...(options.history ?? []));
+    this.#sequence = model.createSequence(options.contextSize === undefined ? {} : { contextSize: options.contextSize });
+  }
+
+  /**
+   * Adds a user message (or other messages, such as tool results) and generates the reply. The
+   * prompt's prefix already in the chat's cache (the earlier turns) is not evaluated again
+   * (`usage.cachedInputTokens`). The history gains the messages and the reply when the turn
+   * completes; an aborted or failed turn leaves it as it was. One turn at a time.
+   */
+  send(message: string | ChatMessage | readonly ChatMessage[], options: SendOptions = {}): Generation<ChatStreamPart, ChatTurnResult> {
+    if (this.#busy) throw new Error('a chat turn is in progress: await its final before sending the next message');
+    const added: ChatMessage[] =
+      typeof message === 'string' ? [{ role: 'user', content: message }] : Array.isArray(message) ? [...message] : [message as ChatMessage];
+    const messages = [...this.history, ...added];
+    const prompt = renderChatTemplate(this.#template, {
+      messages,
+      ...(this.#options.tools ? { tools: this.#options.tools } : {}),
+      ...(this.#options.templateVariables ? { extra: this.#options.templateVariables } : {}),
+    });
+    const tokens = this.#model.tokenize(prompt, { special: true, addBos: false });
+    const parser = createChatOutputParser(this.#format, { startsInReasoning: promptEndsInReasoning(prompt) });
+    let text = '';
+    let reasoning = '';
+    const toolCalls: ChatToolCallPart[] = [];
+    const toolCallErrors: ChatToolCallErrorPart[] = [];
+    const collect = (parts: ChatPart[]): ChatStreamPart[] => {
+      for (const p of parts) {
+        if (p.type === 'text-delta') text += p.text;
+        else if (p.type === 'reasoning-delta') reasoning += p.text;
+        else if (p.type === 'tool-call') toolCalls.push(p);
+        else toolCallErrors.push(p);
+      }
+      return parts;
+    };
+    const { tools: _tools, system: _system, contextSize: _context, templateVariables: _vars, template: _t, format: _f, history: _h, ...sampling } =
+      this.#options;
+    const generation = runGeneration<ChatStreamPart, ChatTurnResult>(
+      this.#model,
+      tokens,
+      { ...sampling, ...options, sequence: this.#sequence, reusePrefix: true, detokenizeSpecial: true },
+      (delta, end) => collect([...(delta ? parser.push(delta) : []), ...(end ? parser.finish() : [])]),
+      (core) => {
+        const finishReason: ChatFinishReason = toolCalls.length > 0 ? 'tool-calls' : core.finishReason;
+        const reply: ChatMessage = {
+          role: 'assistant',
+          content: text,
+          ...(reasoning ? { reasoning } : {}),
+          ...(toolCalls.length > 0 ? { toolCalls: toolCalls.map((c) => ({ id: c.id, name: c.name, arguments: c.arguments as object })) } : {}),
+        };
+        this.history.push(...added, reply);
+        return {
+          part: { type: 'finish', finishReason, rawFinishReason: core.rawFinishReason, usage: core.usage },
+          result: {
+            text,
+            reasoning,
+            toolCalls,
+            tokens: core.tokens,
+            toolCallErrors,
+            finishReason,
+            rawFinishReason: core.rawFinishReason,
+            usage: core.usage,
+            timings: core.timings,
+            message: reply,
+          },
+        };
+      },
+    );
+    this.#busy = true;
+    generation.final.then(
+      () => (this.#busy = false),
+      () => (this.#busy = false),
+    );
+    return generation;
+  }
+
+  /** Frees the chat's KV cache. */
+  async dispose(): Promise<void> {
+    await this.#sequence.dispose();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.dispose();
+  }
+}
