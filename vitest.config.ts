@@ -5,7 +5,7 @@ export default defineConfig({
     include: ['test/**/*.test.ts'],
     // Native addons and llama.cpp run in child processes, not worker threads.
     pool: 'forks',
-    testTimeout: 120_000,
+    testTimeout: 300_000,
     hookTimeout: 300_000,
     // Two cores: two test files at a time, each using native threads.
     maxWorkers: 2,
