@@ -6,7 +6,7 @@
 import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { loadModel, ModelFormatError } from '../lib/index.js';
-import { argmax, klDivergence, llamaCppNextTokenProbabilities, ORACLE_THREADS } from './helpers/llama-cpp.js';
+import { argmax, klDivergence, llamaCppNextTokenProbabilities, ORACLE_THREADS, softmax } from './helpers/llama-cpp.js';
 import { tempDir } from './helpers/tmp.js';
 import { TINY_MLA, TINY_OSS, teacherTokens, writeTinyMoe, type TinyArch } from './helpers/tiny-moe.js';
 
@@ -14,16 +14,6 @@ let dir: string;
 beforeAll(async () => {
   dir = await tempDir();
 });
-
-function softmax(logits: Float32Array, offset: number, n: number): Float64Array {
-  let max = -Infinity;
-  for (let i = 0; i < n; i++) max = Math.max(max, logits[offset + i]!);
-  const out = new Float64Array(n);
-  let sum = 0;
-  for (let i = 0; i < n; i++) sum += out[i] = Math.exp(logits[offset + i]! - max);
-  for (let i = 0; i < n; i++) out[i]! /= sum;
-  return out;
-}
 
 describe('KV cache per token', () => {
   // Measured: what one more token adds to a sequence's cache (F16), against a multi-head cache of

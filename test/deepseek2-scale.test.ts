@@ -7,7 +7,7 @@
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadModel, readGgufInfo, type Model } from '../lib/index.js';
-import { argmax, klDivergence, llamaCppNextTokenProbabilities, ORACLE_THREADS } from './helpers/llama-cpp.js';
+import { argmax, klDivergence, llamaCppNextTokenProbabilities, ORACLE_THREADS, softmax } from './helpers/llama-cpp.js';
 import { KIMI, writeKimiScaleModel } from './helpers/kimi-scale.js';
 import { tempDir } from './helpers/tmp.js';
 
@@ -63,13 +63,7 @@ describe('deepseek2 at Kimi K2 width', () => {
     let klSum = 0;
     for (const p of positions) {
       const ref = reference[p]!;
-      const row = logits.subarray(p * KIMI.vocab, (p + 1) * KIMI.vocab);
-      let max = -Infinity;
-      for (const v of row) max = Math.max(max, v);
-      const ours = new Float64Array(KIMI.vocab);
-      let sum = 0;
-      for (let i = 0; i < KIMI.vocab; i++) sum += ours[i] = Math.exp(row[i]! - max);
-      for (let i = 0; i < KIMI.vocab; i++) ours[i]! /= sum;
+      const ours = softmax(logits, p * KIMI.vocab, KIMI.vocab);
       klSum += klDivergence(ref, ours);
       const [p1, p2] = [...ref].sort((a, b) => b - a);
       if (Math.log(p1! / p2!) >= NEAR_TIE) expect(argmax(ours), `position ${p}`).toBe(argmax(ref));

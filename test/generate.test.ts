@@ -5,6 +5,7 @@
 import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { AbortError, ContextOverflowError, loadModel, type Model } from '../lib/index.js';
+import { nodeMoeGreedy } from './helpers/llama-cpp.js';
 import { tempDir } from './helpers/tmp.js';
 import { writeTinyMoe } from './helpers/tiny-moe.js';
 
@@ -19,30 +20,12 @@ beforeAll(async () => {
   return () => model.dispose();
 });
 
-/** Greedy decoding by hand through Sequence.evaluate: the reference for temperature 0. */
-async function greedyByHand(prompt: Int32Array, count: number): Promise<number[]> {
-  const seq = model.createSequence();
-  try {
-    let logits = await seq.evaluate(prompt);
-    const out: number[] = [];
-    while (out.length < count) {
-      let best = 0;
-      for (let i = 1; i < logits.length; i++) if (logits[i]! > logits[best]!) best = i;
-      out.push(best);
-      if (out.length < count) logits = await seq.evaluate([best]);
-    }
-    return out;
-  } finally {
-    await seq.dispose();
-  }
-}
-
 const PROMPT = 'the cat and the';
 
 describe('generate', () => {
   it('greedy generation picks the arg-max at every step and streams its text', async () => {
     const prompt = model.tokenize(PROMPT, { addBos: true });
-    const expected = await greedyByHand(prompt, 12);
+    const expected = await nodeMoeGreedy(model, prompt, 12);
     const generation = model.generate(prompt, { temperature: 0, maxTokens: 12, stopAtEndOfGeneration: false });
     let streamed = '';
     for await (const delta of generation) streamed += delta;

@@ -7,7 +7,7 @@
 import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { chatTemplateFromMetadata, loadModel, readGgufInfo, renderChatTemplate, type ChatMessage } from '../lib/index.js';
-import { argmax, klDivergence, llamaCppNextTokenProbabilities, ORACLE_THREADS } from './helpers/llama-cpp.js';
+import { argmax, klDivergence, llamaCppNextTokenProbabilities, ORACLE_THREADS, softmax } from './helpers/llama-cpp.js';
 import { tempDir } from './helpers/tmp.js';
 import { writeTinyMoe, type TinyArch } from './helpers/tiny-moe.js';
 import { referenceTokenizer, type VocabularyFamily } from './helpers/vocab.js';
@@ -58,13 +58,7 @@ describe('tiny models with real vocabularies', () => {
       const logits = await seq.evaluate(tokens, { allLogits: true });
       let klSum = 0;
       for (const p of positions) {
-        const row = logits.subarray(p * vocabSize, (p + 1) * vocabSize);
-        let max = -Infinity;
-        for (const v of row) max = Math.max(max, v);
-        const ours = new Float64Array(vocabSize);
-        let sum = 0;
-        for (let i = 0; i < vocabSize; i++) sum += ours[i] = Math.exp(row[i]! - max);
-        for (let i = 0; i < vocabSize; i++) ours[i]! /= sum;
+        const ours = softmax(logits, p * vocabSize, vocabSize);
         klSum += klDivergence(ref[p]!, ours);
         const [p1, p2] = [...ref[p]!].sort((a, b) => b - a);
         if (Math.log(p1! / p2!) >= NEAR_TIE) expect(argmax(ours), `position ${p}`).toBe(argmax(ref[p]!));

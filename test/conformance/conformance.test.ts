@@ -15,8 +15,16 @@
  */
 import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { loadModel, type Model } from '../../lib/index.js';
-import { argmax, klDivergence, llamaCppGreedy, llamaCppNextTokenProbabilities, ORACLE_THREADS } from '../helpers/llama-cpp.js';
+import { loadModel } from '../../lib/index.js';
+import {
+  argmax,
+  klDivergence,
+  llamaCppGreedy,
+  llamaCppNextTokenProbabilities,
+  nodeMoeGreedy,
+  ORACLE_THREADS,
+  softmax,
+} from '../helpers/llama-cpp.js';
 import { tempDir } from '../helpers/tmp.js';
 import { teacherTokens, writeTinyMoe, type TinyArch, type TinyWeightType } from '../helpers/tiny-moe.js';
 
@@ -29,33 +37,6 @@ const MIN_ARGMAX_AGREEMENT = 0.98;
 const KL_BOUND_FLOAT = 1e-3;
 const KL_BOUND_QUANTIZED = 5e-3;
 const GREEDY_TOKENS = 32;
-
-function softmax(logits: Float32Array, offset: number, n: number): Float64Array {
-  let max = -Infinity;
-  for (let i = 0; i < n; i++) max = Math.max(max, logits[offset + i]!);
-  const out = new Float64Array(n);
-  let sum = 0;
-  for (let i = 0; i < n; i++) sum += out[i] = Math.exp(logits[offset + i]! - max);
-  for (let i = 0; i < n; i++) out[i]! /= sum;
-  return out;
-}
-
-async function nodeMoeGreedy(model: Model, prompt: number[], count: number): Promise<number[]> {
-  const seq = model.createSequence({ contextSize: 256 });
-  try {
-    let logits = await seq.evaluate(prompt);
-    const out: number[] = [];
-    while (out.length < count) {
-      let best = 0;
-      for (let i = 1; i < logits.length; i++) if (logits[i]! > logits[best]!) best = i;
-      out.push(best);
-      if (out.length < count) logits = await seq.evaluate([best]);
-    }
-    return out;
-  } finally {
-    await seq.dispose();
-  }
-}
 
 let dir: string;
 beforeAll(async () => {

@@ -4,6 +4,7 @@
  */
 import os from 'node:os';
 import { getLlama, type Llama, type LlamaContextSequence } from 'node-llama-cpp';
+import type { Model } from '../../lib/index.js';
 
 let llamaPromise: Promise<Llama> | undefined;
 
@@ -91,6 +92,35 @@ export function klDivergence(p: Float64Array, q: Float64Array): number {
     if (p[i]! > 0) kl += p[i]! * Math.log(p[i]! / Math.max(q[i]!, 1e-12));
   }
   return kl;
+}
+
+/** Probabilities of the logits in `logits[offset .. offset + n)` (softmax in double). */
+export function softmax(logits: Float32Array, offset: number, n: number): Float64Array {
+  let max = -Infinity;
+  for (let i = 0; i < n; i++) max = Math.max(max, logits[offset + i]!);
+  const out = new Float64Array(n);
+  let sum = 0;
+  for (let i = 0; i < n; i++) sum += out[i] = Math.exp(logits[offset + i]! - max);
+  for (let i = 0; i < n; i++) out[i]! /= sum;
+  return out;
+}
+
+/** node-moe's greedy continuation of `prompt` by hand (evaluate, arg-max, repeat): the reference for temperature 0. */
+export async function nodeMoeGreedy(model: Model, prompt: ArrayLike<number>, count: number): Promise<number[]> {
+  const seq = model.createSequence({ contextSize: 256 });
+  try {
+    let logits = await seq.evaluate(prompt);
+    const out: number[] = [];
+    while (out.length < count) {
+      let best = 0;
+      for (let i = 1; i < logits.length; i++) if (logits[i]! > logits[best]!) best = i;
+      out.push(best);
+      if (out.length < count) logits = await seq.evaluate([best]);
+    }
+    return out;
+  } finally {
+    await seq.dispose();
+  }
 }
 
 export function argmax(p: Float64Array): number {
