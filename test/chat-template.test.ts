@@ -21,6 +21,7 @@ import {
   type ChatMessage,
 } from '../lib/index.js';
 import { strftime } from '../lib/chat/template.js';
+import { llamaCppTemplatesFromBundle } from './helpers/chat-fixtures.js';
 import {
   CONVERSATION,
   HF_TOOLS,
@@ -438,11 +439,11 @@ describe('choosing a template and a format from GGUF metadata', () => {
 
 /**
  * The official templates of the families whose @lenml package ships none (gpt-oss, Kimi K2,
- * Mistral, DeepSeek-V3.1), from a llama.cpp checkout's `models/templates` when
- * LLAMA_CPP_TEMPLATES_DIR points at one, against jinja2 as Python transformers renders them; skipped
- * otherwise (tests use no network).
+ * Mistral, DeepSeek-V3.1), from llama.cpp's `models/templates` (LLAMA_CPP_TEMPLATES_DIR, else the
+ * llama.cpp source node-llama-cpp ships as a git bundle), against jinja2 as Python transformers
+ * renders them; skipped only without git or python3 (tests use no network).
  */
-const templatesDir = process.env.LLAMA_CPP_TEMPLATES_DIR;
+const templatesDir = process.env.LLAMA_CPP_TEMPLATES_DIR ?? llamaCppTemplatesFromBundle();
 describe.skipIf(!templatesDir || !existsSync(templatesDir) || !python)('official templates from LLAMA_CPP_TEMPLATES_DIR', () => {
   const read = (file: string) => readFileSync(path.join(templatesDir as string, file), 'utf8');
 

@@ -5,8 +5,10 @@
  * and jinja2 configured as Python transformers does); and helpers to feed parsers in many chunkings.
  */
 import { spawnSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import os from 'node:os';
+import path from 'node:path';
 import type { ChatMessage, ChatOutputParser, ChatPart, ChatTool } from '../../lib/index.js';
 import { Prng } from './prng.js';
 
@@ -266,4 +268,23 @@ export function firstOutOfOrder(text: string, needles: readonly string[]): strin
     from = at + needle.length;
   }
   return undefined;
+}
+
+/**
+ * Extracts `models/templates` of the llama.cpp source node-llama-cpp ships
+ * (node_modules/node-llama-cpp/llama/gitRelease.bundle) into a temporary folder; undefined when
+ * git or tar is missing. About 2 s.
+ */
+export function llamaCppTemplatesFromBundle(): string | undefined {
+  const bundle = path.resolve(__dirname, '../../node_modules/node-llama-cpp/llama/gitRelease.bundle');
+  if (!existsSync(bundle)) return undefined;
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'node-moe-templates-'));
+  const git = (args: string[], input?: Buffer) =>
+    spawnSync('git', args, { cwd: dir, input, maxBuffer: 256 << 20, encoding: 'buffer' });
+  if (git(['init', '-q']).status !== 0 || git(['fetch', '-q', bundle]).status !== 0) return undefined;
+  const archive = git(['archive', '--format=tar', 'FETCH_HEAD', 'models/templates']);
+  if (archive.status !== 0) return undefined;
+  if (spawnSync('tar', ['-x', '-C', dir], { input: archive.stdout }).status !== 0) return undefined;
+  process.on('exit', () => rmSync(dir, { recursive: true, force: true }));
+  return path.join(dir, 'models', 'templates');
 }
