@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // Makes a small Mixture-of-Experts model with node-moe's own GGUF writer (qwen3moe layout, random
 // weights, so the text is gibberish: this shows the machinery, not a trained model), loads it and
-// generates text greedily with the low-level sequence API.
+// streams a generation from it (model.generate, sampled natively).
 //   node examples/generate.mjs ["prompt"] [tokens]
 import { existsSync } from 'node:fs';
 import os from 'node:os';
@@ -20,17 +20,9 @@ const model = await loadModel(file); // TypeScript: `await using model = …` di
 const { architecture, expertCount, expertUsedCount, parameterCount, activeParameterCount } = model.info;
 console.log(`${architecture}: ${expertCount} experts, top-${expertUsedCount}, ${parameterCount} parameters (${activeParameterCount} active per token)`);
 
-const sequence = model.createSequence({ contextSize: 256 });
-const generated = [];
-let logits = await sequence.evaluate(model.tokenize(prompt, { addBos: true }));
-const start = performance.now();
-for (let i = 0; i < count; i++) {
-  let best = 0;
-  for (let t = 1; t < logits.length; t++) if (logits[t] > logits[best]) best = t;
-  generated.push(best);
-  logits = await sequence.evaluate([best]);
-}
-const seconds = (performance.now() - start) / 1000;
-console.log(`${prompt}${model.detokenize(generated)}`);
-console.log(`(${count} tokens in ${seconds.toFixed(2)} s, ${(count / seconds).toFixed(1)} tokens/s)`);
+process.stdout.write(prompt);
+const generation = model.generate(prompt, { maxTokens: count, temperature: 0.8, seed: 1, stopAtEndOfGeneration: false });
+for await (const delta of generation) process.stdout.write(delta);
+const { usage, timings } = await generation.final;
+console.log(`\n(${usage.outputTokens} tokens, ${timings.generationTokensPerSecond.toFixed(1)} tokens/s after the first)`);
 await model.dispose();
