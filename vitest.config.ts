@@ -3,6 +3,8 @@ import { defineConfig } from 'vitest/config';
 export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
+    // Every test file's temporary files live under one root that is removed when the run ends.
+    globalSetup: ['test/setup/temp-root.ts'],
     // Native addons and llama.cpp run in child processes, not worker threads.
     pool: 'forks',
     testTimeout: 300_000,
