@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "check.h"
+#include "rng.h"
 #include "error_check.h"
 #include "common/error.h"
 #include "cpu/cpu_features.h"
@@ -50,23 +51,7 @@ namespace {
 // Utilities
 // ------------------------------------------------------------------------------------------------
 
-struct Rng {  // splitmix64, identical on every platform
-    uint64_t s;
-    explicit Rng(uint64_t seed) : s(seed) {}
-    uint64_t next() {
-        uint64_t z = (s += 0x9e3779b97f4a7c15ull);
-        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-        z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-        return z ^ (z >> 31);
-    }
-    uint8_t byte() { return static_cast<uint8_t>(next() >> 56); }
-    int below(int n) { return static_cast<int>(next() % static_cast<uint64_t>(n)); }
-    double uniform() { return static_cast<double>(next() >> 11) * 0x1.0p-53; }
-    double gauss() {
-        const double u1 = 1.0 - uniform(), u2 = uniform();
-        return std::sqrt(-2.0 * std::log(u1)) * std::cos(6.283185307179586 * u2);
-    }
-};
+using moe_test::Rng;
 
 uint32_t tid(GgmlType t) { return static_cast<uint32_t>(t); }
 const q::TypeTraits& traits(uint32_t t) { return *q::type_traits(t); }

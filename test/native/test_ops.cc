@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "check.h"
+#include "rng.h"
 #include "common/error.h"
 #include "cpu/cpu_features.h"
 #include "kernels/ops.h"
@@ -54,27 +55,7 @@ namespace {
 // Utilities
 // ------------------------------------------------------------------------------------------------
 
-// splitmix64: deterministic on every platform (std distributions are not).
-struct Rng {
-    uint64_t s;
-    explicit Rng(uint64_t seed) : s(seed) {}
-    uint64_t next() {
-        uint64_t z = (s += 0x9e3779b97f4a7c15ull);
-        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-        z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-        return z ^ (z >> 31);
-    }
-    double uniform() { return static_cast<double>(next() >> 11) * 0x1.0p-53; }
-    double gauss() {
-        const double u1 = 1.0 - uniform(), u2 = uniform();
-        return std::sqrt(-2.0 * std::log(u1)) * std::cos(6.283185307179586 * u2);
-    }
-    std::vector<float> gauss_vec(size_t n, double scale) {
-        std::vector<float> v(n);
-        for (auto& x : v) x = static_cast<float>(gauss() * scale);
-        return v;
-    }
-};
+using moe_test::Rng;
 
 constexpr uint32_t kF32 = static_cast<uint32_t>(q::GgmlType::F32);
 constexpr uint32_t kF16 = static_cast<uint32_t>(q::GgmlType::F16);

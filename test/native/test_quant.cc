@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "check.h"
+#include "rng.h"
 #include "error_check.h"
 #include "common/error.h"
 #include "cpu/cpu_features.h"
@@ -36,24 +37,7 @@ namespace {
 // Small utilities
 // ------------------------------------------------------------------------------------------------
 
-// splitmix64: a tiny deterministic generator, identical on every platform (std distributions are not).
-struct Rng {
-    uint64_t s;
-    explicit Rng(uint64_t seed) : s(seed) {}
-    uint64_t next() {
-        uint64_t z = (s += 0x9e3779b97f4a7c15ull);
-        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-        z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-        return z ^ (z >> 31);
-    }
-    uint32_t u32() { return static_cast<uint32_t>(next() >> 32); }
-    uint8_t byte() { return static_cast<uint8_t>(next() >> 56); }
-    double uniform() { return static_cast<double>(next() >> 11) * 0x1.0p-53; }  // [0, 1)
-    double gauss() {                                                            // Box-Muller
-        const double u1 = 1.0 - uniform(), u2 = uniform();
-        return std::sqrt(-2.0 * std::log(u1)) * std::cos(6.283185307179586 * u2);
-    }
-};
+using moe_test::Rng;
 
 uint32_t bits_of(float f) { return q::f32_bits(f); }
 float float_of(uint32_t u) { return q::f32_from_bits(u); }

@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "check.h"
+#include "rng.h"
 #include "common/error.h"
 #include "error_check.h"
 #include "sampling/sampler.h"
@@ -38,26 +39,7 @@ namespace {
 constexpr float kInf = std::numeric_limits<float>::infinity();
 
 // splitmix64: deterministic test data on every platform.
-struct Rng {
-    uint64_t s;
-    explicit Rng(uint64_t seed) : s(seed) {}
-    uint64_t next() {
-        uint64_t z = (s += 0x9e3779b97f4a7c15ull);
-        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-        z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-        return z ^ (z >> 31);
-    }
-    double uniform() { return static_cast<double>(next() >> 11) * 0x1.0p-53; }
-    double gauss() {
-        const double u1 = 1.0 - uniform(), u2 = uniform();
-        return std::sqrt(-2.0 * std::log(u1)) * std::cos(6.283185307179586 * u2);
-    }
-    std::vector<float> gauss_vec(size_t n, double scale) {
-        std::vector<float> v(n);
-        for (auto& x : v) x = static_cast<float>(gauss() * scale);
-        return v;
-    }
-};
+using moe_test::Rng;
 
 // Sampling off except temperature: the plain softmax.
 SamplerParams plain(float temperature, uint64_t seed = 1) {
