@@ -326,10 +326,13 @@ uint32_t dot_type_of(uint32_t weight_type) {
     return act;
 }
 
-void matmul(const WeightMatrix& w, const float* x, int64_t x_stride, int64_t n_tokens, float* y, int64_t y_stride,
-            runtime::ThreadPool& pool, cpu::Isa isa) {
-    static const char* const kOp = "matmul";
-    DotPlan plan = plan_for(w.type, w.n_in, w.n_out, w.row_bytes, isa, kOp);
+namespace {
+
+// The plan of a dense product of n_tokens rows taken on its own: its kernel, and so its float
+// order, depends on the row count as llama.cpp's does (one token: vec_dot / gemv; several:
+// tinyBLAS or the repacked gemm).
+DotPlan dense_plan(const WeightMatrix& w, int64_t n_tokens, cpu::Isa isa, const char* op) {
+    DotPlan plan = plan_for(w.type, w.n_in, w.n_out, w.row_bytes, isa, op);
     plan.f32_gemm = kF32TinyBlasOrder && plan.f32 && n_tokens >= 2 && w.n_out % 4 == 0 &&
                     w.n_in % simd_width(isa) == 0 && !w.strided_input;
     // llamafile_sgemm takes batched F16 / BF16 products too (x86 builds; the same shape rules, with
@@ -340,23 +343,73 @@ void matmul(const WeightMatrix& w, const float* x, int64_t x_stride, int64_t n_t
         plan.half_gemm = w.n_in % (plan.bf16dp ? 32 : simd_width(isa)) == 0;
     }
     select_llama_order(plan, w.type, w.n_out, n_tokens, true, !w.slice_of_3d);
-    check_buffer(n_tokens >= 0, kOp, "negative token count");
+    return plan;
+}
+
+}  // namespace
+
+void matmul(const WeightMatrix& w, const float* x, int64_t x_stride, int64_t n_tokens, float* y, int64_t y_stride,
+            runtime::ThreadPool& pool, cpu::Isa isa) {
+    check_buffer(n_tokens >= 0, "matmul", "negative token count");
+    const RowGroup all{0, n_tokens};
+    matmul_groups(w, x, x_stride, &all, 1, y, y_stride, pool, isa);
+}
+
+void matmul_groups(const WeightMatrix& w, const float* x, int64_t x_stride, const RowGroup* groups, size_t n_groups,
+                   float* y, int64_t y_stride, runtime::ThreadPool& pool, cpu::Isa isa) {
+    static const char* const kOp = "matmul";
+    // Single rows share one plan (and one pass over their activations per weight row); every
+    // group of several rows keeps the plan it would have alone.
+    const DotPlan single = dense_plan(w, 1, isa, kOp);
+    int64_t n_tokens = 0, n_single = 0, prev_end = 0;
+    for (size_t g = 0; g < n_groups; ++g) {
+        check_buffer(groups[g].count >= 0 && groups[g].begin >= prev_end, kOp,
+                     "row groups must be ordered, disjoint and non-negative");
+        prev_end = groups[g].begin + groups[g].count;
+        n_tokens += groups[g].count;
+        if (groups[g].count == 1) ++n_single;
+    }
     if (n_tokens == 0 || w.n_out == 0) return;
     check_buffer(w.data && x && y, kOp, "null buffer");
-    check_buffer(n_tokens == 1 || x_stride >= w.n_in, kOp, "activation row stride shorter than a row");
-    check_buffer(n_tokens == 1 || y_stride >= w.n_out, kOp, "output row stride shorter than a row");
+    check_buffer(prev_end == 1 || x_stride >= w.n_in, kOp, "activation row stride shorter than a row");
+    check_buffer(prev_end == 1 || y_stride >= w.n_out, kOp, "output row stride shorter than a row");
+
+    struct Batch {
+        DotPlan plan;
+        int64_t first = 0, count = 0;  // slots in the work-order row arrays
+    };
+    std::vector<Batch> batches;
+    batches.reserve(n_groups + 1);
+    if (n_single > 0) batches.push_back({single, 0, n_single});
 
     Scratch& s = scratch();
     s.rows.resize(static_cast<size_t>(n_tokens));
     s.outs.resize(static_cast<size_t>(n_tokens));
-    if (plan.convert) {
-        s.act.resize(static_cast<size_t>(n_tokens) * plan.act_row_bytes);
-        convert_rows(plan, w.n_in, n_tokens, [&](int64_t t) { return x + t * x_stride; }, s.act.data(), pool);
-        for (int64_t t = 0; t < n_tokens; ++t) s.rows[t] = s.act.data() + static_cast<size_t>(t) * plan.act_row_bytes;
-    } else {
-        for (int64_t t = 0; t < n_tokens; ++t) s.rows[t] = reinterpret_cast<const uint8_t*>(x + t * x_stride);
+    s.sources.resize(static_cast<size_t>(n_tokens));  // activation row of each slot
+    {
+        int64_t next_single = 0, next_multi = n_single;
+        for (size_t g = 0; g < n_groups; ++g) {
+            const RowGroup& gr = groups[g];
+            if (gr.count == 0) continue;
+            int64_t& slot = gr.count == 1 ? next_single : next_multi;
+            if (gr.count > 1) batches.push_back({dense_plan(w, gr.count, isa, kOp), slot, gr.count});
+            for (int64_t t = gr.begin; t < gr.begin + gr.count; ++t, ++slot) {
+                s.sources[slot] = static_cast<int32_t>(t);
+                s.outs[slot] = y + t * y_stride;
+            }
+        }
     }
-    for (int64_t t = 0; t < n_tokens; ++t) s.outs[t] = y + t * y_stride;
+    if (single.convert) {  // every plan of a weight converts activations the same way
+        s.act.resize(static_cast<size_t>(n_tokens) * single.act_row_bytes);
+        const int32_t* src = s.sources.data();
+        convert_rows(single, w.n_in, n_tokens, [&](int64_t i) { return x + static_cast<int64_t>(src[i]) * x_stride; },
+                     s.act.data(), pool);
+        for (int64_t i = 0; i < n_tokens; ++i) s.rows[i] = s.act.data() + static_cast<size_t>(i) * single.act_row_bytes;
+    } else {
+        for (int64_t i = 0; i < n_tokens; ++i) {
+            s.rows[i] = reinterpret_cast<const uint8_t*>(x + static_cast<int64_t>(s.sources[i]) * x_stride);
+        }
+    }
 
     const int64_t chunk = chunk_rows(w.n_out, pool.size(), 4);
     const int64_t n_chunks = (w.n_out + chunk - 1) / chunk;
@@ -366,8 +419,11 @@ void matmul(const WeightMatrix& w, const float* x, int64_t x_stride, int64_t n_t
     run_items(
         pool, n_chunks,
         [&](int64_t i) {
-            dot_tile(plan, w.data, w.row_bytes, w.n_in, i * chunk, std::min(w.n_out, (i + 1) * chunk), rows, outs,
-                     n_tokens);
+            const int64_t o0 = i * chunk, o1 = std::min(w.n_out, (i + 1) * chunk);
+            // The chunk's weight rows stay in cache across the batches.
+            for (const Batch& b : batches) {
+                dot_tile(b.plan, w.data, w.row_bytes, w.n_in, o0, o1, rows + b.first, outs + b.first, b.count);
+            }
         },
         work);
 }

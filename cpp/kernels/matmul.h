@@ -46,6 +46,20 @@ struct ExpertMatrix {
 void matmul(const WeightMatrix& w, const float* x, int64_t x_stride, int64_t n_tokens, float* y, int64_t y_stride,
             runtime::ThreadPool& pool, cpu::Isa isa);
 
+// Rows [begin, begin + count) of a batch that belong together: one sequence's chunk in a forward
+// pass that merges several sequences' tokens.
+struct RowGroup {
+    int64_t begin = 0;
+    int64_t count = 0;
+};
+
+// matmul over a merged batch: each group's rows get the float order they would get in a product of
+// their own (a single row: vec_dot / gemv; several: tinyBLAS or the repacked gemm), so merging
+// sequences into one pass changes no result, while each weight row is still read once for all
+// groups. Groups are ordered and disjoint; rows between groups are neither read nor written.
+void matmul_groups(const WeightMatrix& w, const float* x, int64_t x_stride, const RowGroup* groups, size_t n_groups,
+                   float* y, int64_t y_stride, runtime::ThreadPool& pool, cpu::Isa isa);
+
 // Sparse expert product (ggml mul_mat_id): for every row r in [0, n_rows),
 //   y[r, :] = W[expert_of_row[r]] · x[source_of_row[r], :]
 // Rows are grouped by expert so each active expert's weights are read once for all rows routed to
