@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <vector>
@@ -46,6 +47,9 @@ struct Workspace {
     std::vector<float> mla_kv;   // [n, kv_lora_rank + n_rot]
     std::vector<float> mla_qabs; // [n, n_head, kv_lora_rank + n_rot] absorbed queries
     std::vector<float> mla_olat; // [n, n_head, kv_lora_rank] latent attention output
+    std::vector<float> mla_qsel; // [n_out, n_head, qk_head_dim] queries of the output rows
+    std::vector<uint32_t> pos_of_row;  // [n] position of each row in its sequence
+    std::vector<float> logits;   // [n_out, n_vocab] when several segments want logits
 };
 
 struct ModelState {
@@ -61,6 +65,24 @@ struct ModelState {
     std::mutex compute;
     Workspace ws;
 };
+
+// One sequence's part of a merged forward pass.
+struct BatchSegment {
+    kv::KvCache* cache = nullptr;
+    const int32_t* tokens = nullptr;
+    uint32_t n = 0;              // tokens of this segment
+    uint32_t pos0 = 0;           // the cache's committed length: the segment's first position
+    uint32_t out_begin = 0;      // rows [out_begin, n) produce logits
+    float* logits = nullptr;     // [n - out_begin, n_vocab]
+    uint32_t* expert_counts = nullptr;  // optional [n_layer, n_expert]: += tokens routed to each expert
+};
+
+// The forward pass of several sequences' chunks in one batch (continuous batching): every weight is
+// read once for all rows, while each segment's rows get exactly the results forward_chunk would give
+// them alone (per-segment float orders in the dense products, per-segment attention and cache).
+// Stores each segment's K/V rows without committing them. should_abort is polled at layer
+// boundaries; when it returns true, Error(Aborted) is thrown and nothing is committed.
+void forward_batch(ModelState& m, const BatchSegment* segs, size_t n_segs, const std::function<bool()>& should_abort);
 
 // Runs the forward pass over tokens[0..n) at positions pos0.. of a sequence whose cache holds
 // pos0 committed rows: stores the chunk's K/V rows (without committing them), and writes the

@@ -15,7 +15,7 @@ namespace moe::model {
 
 namespace {
 
-constexpr uint32_t kChunk = 512;  // tokens per forward pass (llama.cpp's default ubatch)
+constexpr uint32_t kChunk = Model::kMaxChunk;
 
 uint32_t ggml_type_of(KvCacheType t) {
     switch (t) {
@@ -70,14 +70,14 @@ public:
           cache_(context_size, cache_shapes(m_->hp, m_->spec->attention == Attention::Mla), m_->kv_type) {}
 
     uint64_t cache_bytes() const noexcept override { return cache_.bytes(); }
+    const ModelState* state() const noexcept { return m_.get(); }
 
     uint32_t length() const noexcept override { return cache_.length(); }
     uint32_t context_size() const noexcept override { return cache_.capacity(); }
 
     void truncate(uint32_t n) override { cache_.truncate(n); }
 
-    void evaluate(const int32_t* tokens, size_t n, bool all_logits, std::vector<float>& logits,
-                  const std::atomic<bool>* cancel) override {
+    void check_append(const int32_t* tokens, size_t n) const override {
         const uint32_t n_vocab = m_->hp.n_vocab;
         if (n == 0) throw Error(ErrorCode::InvalidArgument, "evaluate needs at least one token");
         if (!tokens) throw Error(ErrorCode::InvalidArgument, "evaluate: null token array");
@@ -94,35 +94,73 @@ public:
                                                         std::to_string(n) + " more: the context holds " +
                                                         std::to_string(cache_.capacity()));
         }
+    }
+
+    std::vector<uint32_t> take_expert_usage() override {
+        std::vector<uint32_t> out;
+        out.swap(expert_usage_);
+        if (m_->hp.is_moe() && out.empty()) out.assign(static_cast<size_t>(m_->hp.n_layer) * m_->hp.n_expert, 0);
+        return out;
+    }
+
+    void evaluate(const int32_t* tokens, size_t n, bool all_logits, std::vector<float>& logits,
+                  const std::atomic<bool>* cancel) override {
+        const uint32_t n_vocab = m_->hp.n_vocab;
+        check_append(tokens, n);
         try {
             logits.resize(all_logits ? n * static_cast<size_t>(n_vocab) : n_vocab);
         } catch (const std::bad_alloc&) {
             throw Error(ErrorCode::OutOfMemory, "cannot allocate the logits of " + std::to_string(n) + " tokens");
         }
+        std::function<bool()> abort;
+        if (cancel) abort = [cancel] { return cancel->load(std::memory_order_relaxed); };
+        for (size_t start = 0; start < n; start += kChunk) {
+            if (abort && abort()) throw Error(ErrorCode::Aborted, "evaluation aborted");
+            const uint32_t cn = static_cast<uint32_t>(std::min<size_t>(kChunk, n - start));
+            const bool final_chunk = start + cn == n;
+            // Rows of this chunk whose logits are wanted: all, the very last token, or none.
+            BatchEntry e{this, tokens + start, cn, all_logits ? 0 : (final_chunk ? cn - 1 : cn),
+                         all_logits ? logits.data() + start * n_vocab : logits.data()};
+            run_batch(*m_, &e, 1, abort);
+        }
+    }
 
-        std::lock_guard<std::mutex> lock(m_->compute);
-        try {
-            for (size_t start = 0; start < n; start += kChunk) {
-                if (cancel && cancel->load(std::memory_order_relaxed)) {
-                    throw Error(ErrorCode::Aborted, "evaluation aborted");
-                }
-                const uint32_t cn = static_cast<uint32_t>(std::min<size_t>(kChunk, n - start));
-                const bool final_chunk = start + cn == n;
-                // Rows of this chunk whose logits are wanted: all, the very last token, or none.
-                const uint32_t out_begin = all_logits ? 0 : (final_chunk ? cn - 1 : cn);
-                float* out = all_logits ? logits.data() + start * n_vocab : logits.data();
-                const uint32_t pos0 = cache_.length();
-                forward_chunk(*m_, cache_, tokens + start, cn, pos0, out_begin, out, cancel);
-                cache_.commit(pos0 + cn);  // only a completed chunk becomes part of the sequence
+    // The forward pass of entries over their sequences' caches, committing each chunk when it
+    // completed (under the model's compute lock: one pass at a time uses its pool and workspace).
+    static void run_batch(ModelState& m, const BatchEntry* entries, size_t n, const std::function<bool()>& should_abort) {
+        std::vector<BatchSegment> segs(n);
+        for (size_t i = 0; i < n; ++i) {
+            auto* seq = static_cast<SequenceImpl*>(entries[i].sequence);
+            if (entries[i].n == 0 || entries[i].n > kChunk || entries[i].logits_from > entries[i].n) {
+                throw Error(ErrorCode::InvalidArgument, "evaluate_batch: a chunk needs 1 to 512 tokens");
             }
+            for (size_t j = 0; j < i; ++j) {
+                if (entries[j].sequence == entries[i].sequence) {
+                    throw Error(ErrorCode::InvalidArgument, "evaluate_batch: a sequence appears twice in one batch");
+                }
+            }
+            seq->check_append(entries[i].tokens, entries[i].n);
+            if (m.hp.is_moe() && seq->expert_usage_.empty()) {
+                seq->expert_usage_.assign(static_cast<size_t>(m.hp.n_layer) * m.hp.n_expert, 0);
+            }
+            segs[i] = BatchSegment{&seq->cache_, entries[i].tokens, entries[i].n, seq->cache_.length(),
+                                   entries[i].logits_from, entries[i].logits,
+                                   m.hp.is_moe() ? seq->expert_usage_.data() : nullptr};
+        }
+        std::lock_guard<std::mutex> lock(m.compute);
+        try {
+            forward_batch(m, segs.data(), n, should_abort);
         } catch (const std::bad_alloc&) {
             throw Error(ErrorCode::OutOfMemory, "out of memory during evaluation");
         }
+        // Only completed chunks become part of their sequences.
+        for (size_t i = 0; i < n; ++i) segs[i].cache->commit(segs[i].pos0 + segs[i].n);
     }
 
 private:
     std::shared_ptr<ModelState> m_;
     kv::KvCache cache_;
+    std::vector<uint32_t> expert_usage_;  // [n_layer, n_expert] since the last take (MoE models)
 };
 
 class ModelImpl final : public Model {
@@ -134,6 +172,15 @@ public:
     std::unique_ptr<Sequence> create_sequence(uint32_t context_size) override {
         const uint32_t ctx = context_size ? context_size : m_->info.default_context_size;
         return std::make_unique<SequenceImpl>(m_, ctx);
+    }
+
+    void evaluate_batch(const BatchEntry* entries, size_t n, const std::function<bool()>& should_abort) override {
+        for (size_t i = 0; i < n; ++i) {
+            if (!entries[i].sequence || static_cast<SequenceImpl*>(entries[i].sequence)->state() != m_.get()) {
+                throw Error(ErrorCode::InvalidArgument, "evaluate_batch: a sequence of another model");
+            }
+        }
+        SequenceImpl::run_batch(*m_, entries, n, should_abort);
     }
 
 private:

@@ -47,6 +47,15 @@ struct ModelInfo {
 
 class Sequence;
 
+// One sequence's chunk in a merged forward pass (Model::evaluate_batch).
+struct BatchEntry {
+    Sequence* sequence = nullptr;  // a sequence of this model, at most once per batch
+    const int32_t* tokens = nullptr;
+    uint32_t n = 0;                // 1 ..= Model::kMaxChunk tokens, checked with Sequence::check_append
+    uint32_t logits_from = 0;      // rows [logits_from, n) produce logits (n: none)
+    float* logits = nullptr;       // [n - logits_from, vocab_size]
+};
+
 class Model {
 public:
     // Maps, validates and prepares the model. Throws moe::Error: GgufFormat (bad file),
@@ -57,8 +66,18 @@ public:
 
     virtual const ModelInfo& info() const noexcept = 0;
 
+    // Tokens per forward pass of one sequence (llama.cpp's default ubatch): longer inputs are
+    // evaluated in chunks of this size from their start.
+    static constexpr uint32_t kMaxChunk = 512;
+
     // A new, empty sequence with its own KV cache of `context_size` tokens (0: the default).
     virtual std::unique_ptr<Sequence> create_sequence(uint32_t context_size) = 0;
+
+    // One forward pass over chunks of several sequences (continuous batching): each weight is read
+    // once for all of them, and each chunk's results (logits, cache rows) equal those of
+    // evaluating it alone. Commits every chunk when the pass completes; on an error (Aborted when
+    // should_abort() returned true at a layer boundary, OutOfMemory) nothing is committed.
+    virtual void evaluate_batch(const BatchEntry* entries, size_t n, const std::function<bool()>& should_abort) = 0;
 };
 
 class Sequence {
@@ -68,6 +87,14 @@ public:
     virtual uint32_t length() const noexcept = 0;        // tokens in the cache
     virtual uint32_t context_size() const noexcept = 0;
     virtual uint64_t cache_bytes() const noexcept = 0;   // bytes the KV cache allocated
+
+    // Throws what evaluate would for appending these tokens (InvalidArgument for an id outside the
+    // vocabulary, ContextOverflow past context_size()), without evaluating anything.
+    virtual void check_append(const int32_t* tokens, size_t n) const = 0;
+
+    // Tokens routed to each expert by this sequence's evaluations since the last call, per MoE
+    // layer: [n_layer, n_expert] (dense layers' rows stay 0); empty for a dense model.
+    virtual std::vector<uint32_t> take_expert_usage() = 0;
 
     // Drops cached tokens from position n on (n <= length()).
     virtual void truncate(uint32_t n) = 0;
