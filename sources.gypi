@@ -25,6 +25,7 @@
       'cpp/model/forward.cc',
       'cpp/model/model.cc',
       'cpp/sampling/sampler.cc',
+      'cpp/runtime/scheduler.cc',
     ],
     # Compiled with -mavx2 -mfma -mf16c; only called after cpuid says the CPU has them.
     'moe_avx2_sources': [

@@ -12,7 +12,7 @@
 #include <utility>
 #include <vector>
 
-#include "engine_thread.h"
+#include "../runtime/scheduler.h"
 #include "errors.h"
 
 namespace moe::napi {
@@ -28,7 +28,7 @@ public:
     // resolves with to_js(result) or rejects with the translated engine error. `keep_alive` values
     // (typed arrays whose memory the work reads or writes) are referenced until the Promise settles.
     static Napi::Promise run(Napi::Env env, Work work, ToJs to_js, std::initializer_list<Napi::Value> keep_alive = {},
-                             EngineThread* engine = nullptr) {
+                             runtime::Scheduler* engine = nullptr) {
         auto* task = new BackgroundTask(env, std::move(work), std::move(to_js));
         for (const Napi::Value& v : keep_alive) {
             if (v.IsObject()) task->refs_.push_back(Napi::Persistent(v.As<Napi::Object>()));
@@ -51,6 +51,38 @@ public:
             engine->post(std::move(body));
         } else {
             std::thread(std::move(body)).detach();
+        }
+        return promise;
+    }
+
+    // Called exactly once, from any thread, with the result or with an error.
+    using Complete = std::function<void(std::optional<Result>, std::exception_ptr)>;
+
+    // Like run, for work that finishes later by other means (a scheduler request): `start` runs
+    // now, on the JS thread, and hands `complete` to whoever finishes the work. If start throws,
+    // the Promise rejects with that error.
+    static Napi::Promise run_deferred(Napi::Env env, const std::function<void(Complete)>& start, ToJs to_js,
+                                      std::initializer_list<Napi::Value> keep_alive = {}) {
+        auto* task = new BackgroundTask(env, Work(), std::move(to_js));
+        for (const Napi::Value& v : keep_alive) {
+            if (v.IsObject()) task->refs_.push_back(Napi::Persistent(v.As<Napi::Object>()));
+        }
+        Napi::Promise promise = task->deferred_.Promise();
+        task->tsfn_ = Tsfn::New(env, "node-moe", 0, 1, task, &BackgroundTask::Finalize, static_cast<void*>(nullptr));
+        Complete complete = [task](std::optional<Result> result, std::exception_ptr error) {
+            if (error) {
+                task->error_ = error;
+            } else {
+                task->result_ = std::move(result);
+            }
+            Tsfn tsfn = task->tsfn_;
+            tsfn.BlockingCall();
+            tsfn.Release();
+        };
+        try {
+            start(complete);
+        } catch (...) {
+            complete(std::nullopt, std::current_exception());
         }
         return promise;
     }

@@ -1,6 +1,7 @@
 // Model, Sequence and CancelFlag as seen from JS (better-sqlite3 style: one native class each,
 // wrapped by lib/model.ts). Options are parsed into plain structs on the JS thread; loading runs on
-// a thread of its own, evaluations on the model's EngineThread.
+// a thread of its own, evaluations on the model's engine thread (runtime::Scheduler), which merges
+// the requests of all its sequences into shared forward passes.
 #include <cmath>
 #include <cstring>
 #include <future>
@@ -13,7 +14,6 @@
 #include "../model/model.h"
 #include "background.h"
 #include "bindings.h"
-#include "engine_thread.h"
 #include "errors.h"
 #include "sampler_binding.h"
 
@@ -25,7 +25,7 @@ namespace {
 // thread can go away under a running evaluation.
 struct ModelState {
     std::unique_ptr<model::Model> model;
-    EngineThread engine;
+    std::unique_ptr<runtime::Scheduler> engine;  // destroyed first: it finishes its queue, then stops
 };
 
 // A flag JS sets (AbortSignal → cancel()) and native work polls.
@@ -104,6 +104,7 @@ public:
                            {InstanceMethod<&SequenceHandle::evaluate>("evaluate"),
                             InstanceMethod<&SequenceHandle::step>("step"),
                             InstanceMethod<&SequenceHandle::truncate>("truncate"),
+                            InstanceMethod<&SequenceHandle::take_expert_usage>("takeExpertUsage"),
                             InstanceMethod<&SequenceHandle::length>("length"),
                             InstanceMethod<&SequenceHandle::context_size>("contextSize"),
                             InstanceMethod<&SequenceHandle::cache_bytes>("cacheBytes"),
@@ -139,13 +140,19 @@ private:
             uint32_t length = 0;
         };
         auto state = state_;
-        return BackgroundTask<Result>::run(
+        return BackgroundTask<Result>::run_deferred(
             env,
-            [state, sequence, tokens = std::move(tokens), all_logits, cancel]() {
-                Result r;
-                sequence->evaluate(tokens.data(), tokens.size(), all_logits, r.logits, cancel.get());
-                r.length = sequence->length();
-                return r;
+            [&](BackgroundTask<Result>::Complete complete) {
+                runtime::Scheduler::Request request;
+                request.sequence = sequence;
+                request.tokens = std::move(tokens);
+                request.all_logits = all_logits;
+                request.cancel = cancel;
+                request.done = [state, complete](runtime::Scheduler::Outcome& o) {
+                    if (o.error) return complete(std::nullopt, o.error);
+                    complete(Result{std::move(o.logits), o.length}, nullptr);
+                };
+                state->engine->submit(std::move(request));
             },
             [](Napi::Env env, Result& r, const std::vector<Napi::ObjectReference>&) -> Napi::Value {
                 auto* heap = new std::vector<float>(std::move(r.logits));
@@ -156,13 +163,13 @@ private:
                 out.Set("logits", Napi::Float32Array::New(env, heap->size(), buffer, 0));
                 out.Set("length", Napi::Number::New(env, r.length));
                 return out;
-            },
-            {}, &state->engine);
+            });
     }
 
     // step(tokens: Int32Array, sampler: Sampler, cancel?: CancelFlag) → Promise<{token, probability, length}>:
     // evaluates the tokens and samples the next one from the last logits on the engine thread, so
-    // the logits never cross into JS; the sampler records the token for its penalties.
+    // the logits never cross into JS; the sampler records the token for its penalties. Concurrent
+    // steps of different sequences share forward passes.
     Napi::Value step(const Napi::CallbackInfo& info) {
         Napi::Env env = info.Env();
         auto sequence = live(env);
@@ -180,17 +187,19 @@ private:
             uint32_t length = 0;
         };
         auto state = state_;
-        return BackgroundTask<Result>::run(
+        return BackgroundTask<Result>::run_deferred(
             env,
-            [state, sequence, sampler, tokens = std::move(tokens), cancel]() {
-                thread_local std::vector<float> logits;
-                Result r;
-                sequence->evaluate(tokens.data(), tokens.size(), false, logits, cancel.get());
-                r.token = sampler->sample(logits.data());
-                r.probability = sampler->last_probability();
-                sampler->accept(r.token);
-                r.length = sequence->length();
-                return r;
+            [&](BackgroundTask<Result>::Complete complete) {
+                runtime::Scheduler::Request request;
+                request.sequence = sequence;
+                request.tokens = std::move(tokens);
+                request.sampler = sampler;
+                request.cancel = cancel;
+                request.done = [state, complete](runtime::Scheduler::Outcome& o) {
+                    if (o.error) return complete(std::nullopt, o.error);
+                    complete(Result{o.token, o.probability, o.length}, nullptr);
+                };
+                state->engine->submit(std::move(request));
             },
             [](Napi::Env env, Result& r, const std::vector<Napi::ObjectReference>&) -> Napi::Value {
                 Napi::Object out = Napi::Object::New(env);
@@ -198,8 +207,18 @@ private:
                 out.Set("probability", Napi::Number::New(env, r.probability));
                 out.Set("length", Napi::Number::New(env, r.length));
                 return out;
-            },
-            {}, &state->engine);
+            });
+    }
+
+    // takeExpertUsage() → Uint32Array [n_layer * n_expert] of tokens routed to each expert since the
+    // last call, or undefined for a dense model. Only called by lib/ when no step is in flight.
+    Napi::Value take_expert_usage(const Napi::CallbackInfo& info) {
+        Napi::Env env = info.Env();
+        std::vector<uint32_t> usage = live(env)->take_expert_usage();
+        if (usage.empty()) return env.Undefined();
+        Napi::Uint32Array out = Napi::Uint32Array::New(env, usage.size());
+        std::copy(usage.begin(), usage.end(), out.Data());
+        return out;
     }
 
     // Only called by lib/ when no evaluation of this sequence is in flight.
@@ -244,6 +263,7 @@ public:
         return DefineClass(env, "Model",
                            {InstanceMethod<&ModelHandle::info>("info"),
                             InstanceMethod<&ModelHandle::create_sequence>("createSequence"),
+                            InstanceMethod<&ModelHandle::scheduler_stats>("schedulerStats"),
                             InstanceMethod<&ModelHandle::dispose>("dispose")});
     }
     explicit ModelHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ModelHandle>(info) {}
@@ -256,6 +276,18 @@ private:
     }
 
     Napi::Value info(const Napi::CallbackInfo& info) { return info_to_js(info.Env(), live(info.Env())->model->info()); }
+
+    // schedulerStats() → {passes, rows, mergedPasses, maxRequests}: how the engine batched so far.
+    Napi::Value scheduler_stats(const Napi::CallbackInfo& info) {
+        Napi::Env env = info.Env();
+        const runtime::Scheduler::Stats st = live(env)->engine->stats();
+        Napi::Object o = Napi::Object::New(env);
+        o.Set("passes", Napi::Number::New(env, static_cast<double>(st.passes)));
+        o.Set("rows", Napi::Number::New(env, static_cast<double>(st.rows)));
+        o.Set("mergedPasses", Napi::Number::New(env, static_cast<double>(st.merged_passes)));
+        o.Set("maxRequests", Napi::Number::New(env, st.max_requests));
+        return o;
+    }
 
     Napi::Value create_sequence(const Napi::CallbackInfo& info) {
         Napi::Env env = info.Env();
@@ -340,6 +372,7 @@ Napi::Value load_model(const Napi::CallbackInfo& info) {
                 } release{progress};
                 auto state = std::make_shared<ModelState>();
                 state->model = model::Model::load(path, options);
+                state->engine = std::make_unique<runtime::Scheduler>(*state->model);
                 return state;
             },
             [](Napi::Env env, std::shared_ptr<ModelState>& state, const std::vector<Napi::ObjectReference>&) -> Napi::Value {
