@@ -109,12 +109,27 @@ export class Chat {
     const added: ChatMessage[] =
       typeof message === 'string' ? [{ role: 'user', content: message }] : Array.isArray(message) ? [...message] : [message as ChatMessage];
     const messages = [...this.history, ...added];
-    const prompt = renderChatTemplate(this.#template, {
-      messages,
-      ...(this.#options.tools ? { tools: this.#options.tools } : {}),
-      ...(this.#options.templateVariables ? { extra: this.#options.templateVariables } : {}),
-    });
-    const tokens = this.#model.tokenize(prompt, { special: true, addBos: false });
+    const render = () =>
+      renderChatTemplate(this.#template, {
+        messages,
+        ...(this.#options.tools ? { tools: this.#options.tools } : {}),
+        ...(this.#options.templateVariables ? { extra: this.#options.templateVariables } : {}),
+      });
+    let prompt = render();
+    let tokens = this.#model.tokenize(prompt, { special: true, addBos: false });
+    if (options.contextShift ?? this.#options.contextShift) {
+      // Whole turns leave the prompt, oldest first, after the system message, until it fits with
+      // room to answer; the history keeps them. (Within a turn the generation shifts tokens.)
+      const size = this.#sequence.contextSize;
+      const room = Math.min(options.maxTokens ?? this.#options.maxTokens ?? 256, Math.floor(size / 4));
+      const first = messages.findIndex((m) => m.role !== 'system');
+      while (tokens.length + room >= size && first >= 0 && first < messages.length - added.length) {
+        do messages.splice(first, 1);
+        while (first < messages.length - added.length && messages[first]!.role !== 'user');
+        prompt = render();
+        tokens = this.#model.tokenize(prompt, { special: true, addBos: false });
+      }
+    }
     const parser = createChatOutputParser(this.#format, { startsInReasoning: promptEndsInReasoning(prompt) });
     let text = '';
     let reasoning = '';

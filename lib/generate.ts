@@ -50,6 +50,23 @@ export interface GenerateOptions extends SamplingOptions {
   signal?: AbortSignal;
   /** The sequence (KV cache) to generate in, continuing what it holds. Default: a new sequence, disposed at the end. */
   sequence?: Sequence;
+  /**
+   * What happens when the context is full. Off (`false`, the default): a prompt that does not fit
+   * is a `ContextOverflowError`, and a generation that fills the context finishes with `length`
+   * (raw reason `context-full`). On: the oldest tokens after the first `keepFirst` are dropped —
+   * `dropFraction` of them, and at least enough for the prompt plus room to generate — and the kept
+   * tail is evaluated again at its new positions (the text goes on; `usage.droppedTokens` counts
+   * what was dropped). `true` is `{ keepFirst: 1, dropFraction: 0.5 }` (BOS kept).
+   */
+  contextShift?: boolean | ContextShiftOptions;
+}
+
+/** See {@link GenerateOptions.contextShift}. */
+export interface ContextShiftOptions {
+  /** Tokens at the start that are never dropped (a BOS, a system prompt). Default `1`. */
+  keepFirst?: number;
+  /** Share of the droppable tokens dropped at each shift, in (0, 1]. Default `0.5`. */
+  dropFraction?: number;
 }
 
 /** Why a generation ended. */
@@ -65,6 +82,8 @@ export interface GenerationUsage {
   outputTokens: number;
   /** Prompt tokens that were already in the sequence's cache and not evaluated again. */
   cachedInputTokens: number;
+  /** Tokens dropped from the start of the context by `contextShift` (0 without it). */
+  droppedTokens: number;
 }
 
 export interface GenerationTimings {
@@ -74,6 +93,15 @@ export interface GenerationTimings {
   promptTokensPerSecond: number;
   /** Generated tokens per second after the first. */
   generationTokensPerSecond: number;
+  /** Milliseconds spent waiting for a slot (see the `maxConcurrency` load option). */
+  queuedMs: number;
+  /**
+   * MoE models: tokens routed to each expert of each layer by this request, `[layer][expert]` (a
+   * token counts once per expert it is routed to; dense layers are all zeros). The last layer
+   * sees only the tokens whose next-token distribution was needed (the prompt's last token, then
+   * each generated token), the others every evaluated token. `undefined` for dense models.
+   */
+  expertUsage?: number[][];
 }
 
 export interface GenerationResult {
@@ -316,6 +344,7 @@ export function runGeneration<Part extends { type: string }, Result extends { te
   if (options.reusePrefix && !options.sequence) throw new TypeError('reusePrefix needs a sequence');
   const tokenizer = model.tokenizer;
   const stopAtEog = options.stopAtEndOfGeneration !== false;
+  const shift = contextShiftOptions(options.contextShift);
 
   // Ends the run on break / early return of every reader, as an abort would.
   const cancel = new AbortController();
@@ -324,7 +353,15 @@ export function runGeneration<Part extends { type: string }, Result extends { te
   return new Generation<Part, Result>(async (gen) => {
     gen._onCancel = () => cancel.abort(new AbortError('the stream was closed before the generation ended'));
     const started = performance.now();
-    const sequence = options.sequence ?? model.createSequence();
+    const release = await model._acquireSlot(signal);
+    const queuedMs = performance.now() - started;
+    let sequence: Sequence;
+    try {
+      sequence = options.sequence ?? model.createSequence();
+    } catch (error) {
+      release();
+      throw error;
+    }
     const owned = options.sequence === undefined;
     const sampler: NativeSampler = new (loadBinding().Sampler)(params, model.info.vocabSize);
     const detokenizer = tokenizer.createDetokenizer({ stripLeadingSpace: false, special: options.detokenizeSpecial === true });
@@ -333,6 +370,7 @@ export function runGeneration<Part extends { type: string }, Result extends { te
     let text = '';
     let firstTokenAt = 0;
     let cached = 0;
+    let dropped = 0;
     const emitText = async (delta: string, end: boolean) => {
       text += delta;
       for (const part of sink(delta, end)) await gen._emit(part);
@@ -349,6 +387,24 @@ export function runGeneration<Part extends { type: string }, Result extends { te
         cached = common;
         pending = promptTokens.subarray(common);
       }
+      if (shift && sequence.length + pending.length >= sequence.contextSize) {
+        // Make room for the prompt plus a quarter of the context (or maxTokens) to generate in.
+        const room = Math.min(maxTokens, Math.floor(sequence.contextSize / 4));
+        const all = [...sequence.tokens, ...pending];
+        const keep = Math.min(shift.keepFirst, all.length);
+        const droppable = all.length - keep;
+        const needed = all.length - (sequence.contextSize - 1 - room);
+        const drop = Math.min(droppable - 1, Math.max(needed, Math.floor(droppable * shift.dropFraction)));
+        if (drop >= needed && drop > 0) {
+          const kept = [...all.slice(0, keep), ...all.slice(keep + drop)];
+          let common = 0;
+          while (common < sequence.length && common < kept.length - 1 && sequence.tokens[common] === kept[common]) common++;
+          sequence.truncate(common);
+          cached = Math.min(cached, common);
+          pending = Int32Array.from(kept.slice(common));
+          dropped += drop;
+        }
+      }
       if (sequence.length + pending.length >= sequence.contextSize) {
         throw new ContextOverflowError(
           `the prompt of ${promptTokens.length} tokens does not fit the context of ${sequence.contextSize} tokens` +
@@ -356,6 +412,7 @@ export function runGeneration<Part extends { type: string }, Result extends { te
         );
       }
       sampler.accept(promptTokens);
+      sequence._takeExpertUsage(); // counts from here on belong to this request
       let step: ArrayLike<number> = pending;
       let raw: RawFinishReason = 'max-tokens';
       for (;;) {
@@ -374,15 +431,26 @@ export function runGeneration<Part extends { type: string }, Result extends { te
         }
         if (tokens.length >= maxTokens) break;
         if (sequence.length + 1 >= sequence.contextSize) {
-          raw = 'context-full';
-          break;
+          if (!shift) {
+            raw = 'context-full';
+            break;
+          }
+          // Drop the oldest tokens after the kept start; evaluate the kept tail again, then the token.
+          const held = [...sequence.tokens];
+          const keep = Math.min(shift.keepFirst, held.length - 1);
+          const drop = Math.max(1, Math.floor((held.length - keep) * shift.dropFraction));
+          sequence.truncate(keep);
+          step = [...held.slice(keep + drop), token];
+          dropped += drop;
+          continue;
         }
         step = [token];
       }
       const rest = raw === 'stop-string' ? '' : matcher.push(detokenizer.flush()).emit + matcher.flush();
       await emitText(rest, true);
       const finishReason: FinishReason = raw === 'max-tokens' || raw === 'context-full' ? 'length' : 'stop';
-      const usage = { inputTokens: promptTokens.length, outputTokens: tokens.length, cachedInputTokens: cached };
+      const usage = { inputTokens: promptTokens.length, outputTokens: tokens.length, cachedInputTokens: cached, droppedTokens: dropped };
+      const expertUsage = sequence._takeExpertUsage();
       const ended = performance.now();
       const evaluated = promptTokens.length - cached;
       const { part, result } = finish({
@@ -395,6 +463,8 @@ export function runGeneration<Part extends { type: string }, Result extends { te
           timeToFirstTokenMs: firstTokenAt - started,
           promptTokensPerSecond: evaluated / Math.max(1e-3, (firstTokenAt - started) / 1000),
           generationTokensPerSecond: tokens.length > 1 ? (tokens.length - 1) / Math.max(1e-3, (ended - firstTokenAt) / 1000) : 0,
+          queuedMs,
+          ...(expertUsage ? { expertUsage } : {}),
         },
       });
       await gen._emit(part);
@@ -407,9 +477,21 @@ export function runGeneration<Part extends { type: string }, Result extends { te
       }
       throw error;
     } finally {
-      if (owned) await sequence.dispose();
+      try {
+        if (owned) await sequence.dispose();
+      } finally {
+        release();
+      }
     }
   });
+}
+
+function contextShiftOptions(option: GenerateOptions['contextShift']): Required<ContextShiftOptions> | undefined {
+  if (option === undefined || option === false) return undefined;
+  const { keepFirst = 1, dropFraction = 0.5 } = option === true ? {} : option;
+  if (!Number.isInteger(keepFirst) || keepFirst < 0) throw new RangeError(`contextShift.keepFirst must be a non-negative integer, got ${keepFirst}`);
+  if (!(dropFraction > 0 && dropFraction <= 1)) throw new RangeError(`contextShift.dropFraction must be in (0, 1], got ${dropFraction}`);
+  return { keepFirst, dropFraction };
 }
 
 /** Runs a generation on `model` (see {@link Model.generate}). */

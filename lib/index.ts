@@ -22,6 +22,7 @@ export { Generation } from './generate.js';
 export { Chat } from './chat-session.js';
 export type { ChatFinishReason, ChatOptions, ChatStreamPart, ChatTurnResult, SendOptions } from './chat-session.js';
 export type {
+  ContextShiftOptions,
   FinishReason,
   GenerateOptions,
   GenerationPart,

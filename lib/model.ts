@@ -25,6 +25,12 @@ export interface LoadModelOptions {
   signal?: AbortSignal;
   /** Called with the load progress, from 0 to 1. */
   onProgress?: (progress: number) => void;
+  /**
+   * Generations (`generate`, chat `send`) that run at once; the engine merges their tokens into
+   * shared forward passes. Further ones wait in a first-come queue (an abort while waiting
+   * removes one). Default `16`.
+   */
+  maxConcurrency?: number;
 }
 
 /** What a loaded model is. */
@@ -207,6 +213,20 @@ export class Sequence {
     return result;
   }
 
+  /**
+   * Tokens routed to each expert of each layer since the last call (`[layer][expert]`; a token
+   * counts once per expert it was routed to); `undefined` for dense models.
+   * @internal
+   */
+  _takeExpertUsage(): number[][] | undefined {
+    const flat = this.#live().takeExpertUsage();
+    if (!flat) return undefined;
+    const experts = this.#model.info.expertCount;
+    const layers: number[][] = [];
+    for (let l = 0; l < flat.length / experts; l++) layers.push(Array.from(flat.subarray(l * experts, (l + 1) * experts)));
+    return layers;
+  }
+
   /** Drops cached tokens from position `n` on. Throws if an evaluation of this sequence is running. */
   truncate(n: number): void {
     const native = this.#live();
@@ -238,12 +258,16 @@ export class Model {
   #tokenizer: Tokenizer;
   #metadata: ChatMetadata;
   #sequences = new Set<Sequence>();
+  #maxConcurrency: number;
+  #running = 0;
+  #waiting: { start: () => void; cancel: (reason: unknown) => void }[] = [];
   /** What the model is. */
   readonly info: ModelInfo;
 
   /** @internal */
-  constructor(native: NativeModel, tokenizer: Tokenizer, metadata: ChatMetadata) {
+  constructor(native: NativeModel, tokenizer: Tokenizer, metadata: ChatMetadata, maxConcurrency = 16) {
     this.#native = native;
+    this.#maxConcurrency = maxConcurrency;
     this.#tokenizer = tokenizer;
     this.#metadata = metadata;
     // The native info also carries engine settings (default context, threads) that are not model facts.
@@ -312,6 +336,61 @@ export class Model {
     return sequence;
   }
 
+  /** Generations running now, and waiting for a slot (see `maxConcurrency`). */
+  get activeGenerations(): { running: number; waiting: number } {
+    return { running: this.#running, waiting: this.#waiting.length };
+  }
+
+  /**
+   * Waits for a generation slot; resolves with its release function. Rejects with an AbortError
+   * when `signal` aborts while waiting, with ModelDisposedError when the model is disposed.
+   * @internal
+   */
+  _acquireSlot(signal?: AbortSignal): Promise<() => void> {
+    this.#live();
+    let released = false;
+    const release = () => {
+      if (released) return;
+      released = true;
+      this.#running--;
+      const next = this.#waiting.shift();
+      if (next) next.start();
+    };
+    if (this.#running < this.#maxConcurrency && this.#waiting.length === 0) {
+      this.#running++;
+      return Promise.resolve(release);
+    }
+    return new Promise((resolve, reject) => {
+      const entry = {
+        start: () => {
+          signal?.removeEventListener('abort', onAbort);
+          this.#running++;
+          resolve(release);
+        },
+        cancel: (reason: unknown) => {
+          signal?.removeEventListener('abort', onAbort);
+          reject(reason);
+        },
+      };
+      const onAbort = () => {
+        const i = this.#waiting.indexOf(entry);
+        if (i >= 0) this.#waiting.splice(i, 1);
+        entry.cancel(new AbortError('the generation was aborted while waiting for a slot', { cause: signal?.reason }));
+      };
+      if (signal?.aborted) return onAbort();
+      signal?.addEventListener('abort', onAbort, { once: true });
+      this.#waiting.push(entry);
+    });
+  }
+
+  /**
+   * How the engine merged requests into forward passes so far (tests and benchmarks).
+   * @internal
+   */
+  _schedulerStats(): { passes: number; rows: number; mergedPasses: number; maxRequests: number } {
+    return this.#live().schedulerStats();
+  }
+
   /** @internal */
   _forget(sequence: Sequence): void {
     this.#sequences.delete(sequence);
@@ -322,6 +401,7 @@ export class Model {
     if (!this.#native) return;
     const native = this.#native;
     this.#native = undefined;
+    for (const waiting of this.#waiting.splice(0)) waiting.cancel(new ModelDisposedError('the model was disposed before the generation started'));
     await Promise.all([...this.#sequences].map((s) => s.dispose()));
     native.dispose();
   }
@@ -333,7 +413,10 @@ export class Model {
 
 /** Loads a GGUF model. Parsing, validation and preparation run off the JS thread. */
 export async function loadModel(path: string, options: LoadModelOptions = {}): Promise<Model> {
-  const { threads, contextSize, kvCacheType, signal, onProgress } = options;
+  const { threads, contextSize, kvCacheType, signal, onProgress, maxConcurrency } = options;
+  if (maxConcurrency !== undefined && (!Number.isInteger(maxConcurrency) || maxConcurrency < 1)) {
+    throw new RangeError(`maxConcurrency must be a positive integer, got ${maxConcurrency}`);
+  }
   if (threads !== undefined && (!Number.isInteger(threads) || threads < 1 || threads > 1024)) {
     throw new RangeError(`threads must be an integer from 1 to 1024, got ${threads}`);
   }
@@ -361,7 +444,7 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
       native.dispose();
       throw error;
     }
-    return new Model(native, tokenizer, metadata);
+    return new Model(native, tokenizer, metadata, maxConcurrency);
   } finally {
     done();
   }

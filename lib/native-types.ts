@@ -91,12 +91,23 @@ export interface NativeSequence {
   length(): number;
   contextSize(): number;
   cacheBytes(): number;
+  /** Tokens routed to each expert since the last call, [blockCount * expertCount]; undefined for dense models. */
+  takeExpertUsage(): Uint32Array | undefined;
   dispose(): void;
+}
+
+/** How the engine thread merged requests into forward passes so far. */
+export interface NativeSchedulerStats {
+  passes: number;
+  rows: number;
+  mergedPasses: number;
+  maxRequests: number;
 }
 
 export interface NativeModel {
   info(): NativeModelInfo;
   createSequence(contextSize: number): NativeSequence;
+  schedulerStats(): NativeSchedulerStats;
   dispose(): void;
 }
 

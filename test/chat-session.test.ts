@@ -4,7 +4,7 @@
  */
 import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { AbortError, loadModel, type ChatStreamPart, type Model } from '../lib/index.js';
+import { AbortError, ContextOverflowError, loadModel, type ChatStreamPart, type Model } from '../lib/index.js';
 import { tempDir } from './helpers/tmp.js';
 import { writeTinyMoe } from './helpers/tiny-moe.js';
 
@@ -74,5 +74,28 @@ describe('chat', () => {
     const turn = chat.send('One');
     expect(() => chat.send('Two')).toThrow(/in progress/);
     await turn.final;
+  });
+
+  it('contextShift drops whole old turns (after the system message) to fit; the history keeps them', async () => {
+    await using chat = model.createChat({
+      system: 'You are terse.',
+      temperature: 0,
+      maxTokens: 8,
+      contextSize: 160,
+      contextShift: true,
+      templateVariables: { enable_thinking: false },
+    });
+    const long = 'Tell me about the sea and the sky and the mountains and the rivers. '.repeat(4);
+    for (let turn = 0; turn < 5; turn++) {
+      const r = await chat.send(`${turn}: ${long}`).final;
+      expect(r.usage.inputTokens).toBeLessThan(160);
+    }
+    expect(chat.history.filter((m) => m.role === 'user').length).toBe(5);
+    expect(chat.history[0]!.role).toBe('system');
+
+    await using strict = model.createChat({ system: 'You are terse.', maxTokens: 4, contextSize: 140, templateVariables: { enable_thinking: false } });
+    const r1 = await strict.send(long).final;
+    expect(r1.usage.inputTokens * 2).toBeGreaterThan(140);
+    await expect(strict.send(long).final).rejects.toBeInstanceOf(ContextOverflowError);
   });
 });

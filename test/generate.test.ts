@@ -36,7 +36,7 @@ describe('generate', () => {
     expect(streamed).toBe(result.text);
     // A continuation keeps its leading space (SentencePiece models would strip it from a whole text).
     expect(result.text).toBe(model.tokenizer.detokenize(expected, { stripLeadingSpace: false }));
-    expect(result.usage).toEqual({ inputTokens: prompt.length, outputTokens: 12, cachedInputTokens: 0 });
+    expect(result.usage).toEqual({ inputTokens: prompt.length, outputTokens: 12, cachedInputTokens: 0, droppedTokens: 0 });
     expect(result.timings.timeToFirstTokenMs).toBeGreaterThan(0);
     expect(result.timings.generationTokensPerSecond).toBeGreaterThan(0);
   });
@@ -112,6 +112,54 @@ describe('generate', () => {
     expect(result.finishReason).toBe('length');
     expect(result.rawFinishReason).toBe('context-full');
     await seq.dispose();
+  });
+
+  it('contextShift drops the oldest tokens and goes on, for a full context and for a long prompt', async () => {
+    const seq = model.createSequence({ contextSize: 40 });
+    const prompt = model.tokenize(PROMPT, { addBos: true });
+    const result = await model.generate(prompt, { temperature: 0, maxTokens: 90, sequence: seq, stopAtEndOfGeneration: false, contextShift: true }).final;
+    expect(result.rawFinishReason).toBe('max-tokens');
+    expect(result.usage.outputTokens).toBe(90);
+    expect(result.usage.droppedTokens).toBeGreaterThan(60);
+    // The BOS stays first; the sequence holds the tail of prompt + generation that fits.
+    expect(seq.tokens[0]).toBe(prompt[0]);
+    expect(seq.length).toBeLessThan(40);
+    expect(seq.tokens.slice(-5)).toEqual(result.tokens.slice(-6, -1));
+    await seq.dispose();
+
+    const long = Array.from({ length: 200 }, (_, i) => 3 + (i % (vocabSize - 3)));
+    const shifted = await model.generate(long, { temperature: 0, maxTokens: 4, contextShift: { keepFirst: 2 }, stopAtEndOfGeneration: false }).final;
+    expect(shifted.usage.outputTokens).toBe(4);
+    expect(shifted.usage.droppedTokens).toBeGreaterThanOrEqual(200 - 127);
+    // What is generated continues the kept tokens: the same as evaluating them directly.
+    const kept = [...long.slice(0, 2), ...long.slice(2 + shifted.usage.droppedTokens)];
+    expect(shifted.tokens).toEqual(await nodeMoeGreedy(model, Int32Array.from(kept), 4));
+    expect(() => model.generate(PROMPT, { contextShift: { dropFraction: 0 } })).toThrow(RangeError);
+  });
+
+  it('reports per-layer expert usage of the request (MoE) and none for a dense model', async () => {
+    const prompt = model.tokenize(PROMPT, { addBos: true });
+    const n = 7;
+    const result = await model.generate(prompt, { temperature: 0, maxTokens: n, stopAtEndOfGeneration: false }).final;
+    const usage = result.timings.expertUsage!;
+    const { blockCount, expertCount, expertUsedCount } = model.info;
+    expect(usage.length).toBe(blockCount);
+    const sum = (row: number[]) => row.reduce((a, b) => a + b, 0);
+    for (let l = 0; l < blockCount; l++) {
+      expect(usage[l]!.length).toBe(expertCount);
+      // Every evaluated token is routed in the first layers; the last layer routes only the rows
+      // whose logits are read (the prompt's last token, then each step's token).
+      const tokens = l + 1 < blockCount ? prompt.length + n - 1 : n;
+      expect(sum(usage[l]!)).toBe(tokens * expertUsedCount);
+    }
+    expect(usage.flat().filter((c) => c > 0).length).toBeGreaterThan(1);
+
+    const dir = await tempDir();
+    const file = path.join(dir, 'dense.gguf');
+    await writeTinyMoe(file, { arch: 'llama', weights: 'F32' });
+    await using dense = await loadModel(file, { threads: 2, contextSize: 64 });
+    const plain = await dense.generate([1, 5, 6], { maxTokens: 2 }).final;
+    expect(plain.timings.expertUsage).toBeUndefined();
   });
 
   it('rejects out-of-range options before starting', () => {
