@@ -19,6 +19,7 @@
       'cpp/kernels/matmul.cc',
       'cpp/kernels/ops.cc',
       'cpp/kv/kv_cache.cc',
+      'cpp/kv/prefix_cache.cc',
       'cpp/model/arch.cc',
       'cpp/model/hparams.cc',
       'cpp/model/weights.cc',

@@ -18,6 +18,7 @@ enum class ErrorCode : int {
     Aborted = 7,          // the caller aborted the work (JS: AbortError)
     ContextOverflow = 8,  // a sequence would grow past its context size (JS: ContextOverflowError)
     ModelFormat = 9,      // a valid GGUF that is not a model we can run: missing key/tensor, bad shape, unknown arch
+    StateFormat = 10,     // a saved sequence state that is not one, is damaged or belongs to another model (JS: StateFormatError)
 };
 
 constexpr uint64_t kNoOffset = UINT64_MAX;

@@ -12,6 +12,7 @@
 #include "../cpu/cpu_features.h"
 #include "../gguf/gguf_file.h"
 #include "../kv/kv_cache.h"
+#include "../kv/prefix_cache.h"
 #include "../runtime/thread_pool.h"
 #include "arch.h"
 #include "hparams.h"
@@ -61,6 +62,7 @@ struct ModelState {
     cpu::Isa isa = cpu::Isa::Scalar;
     uint32_t kv_type = 1;  // ggml type of the KV cache rows
     std::unique_ptr<runtime::ThreadPool> pool;
+    std::unique_ptr<kv::PrefixCache> prefix;  // shared by the model's sequences
     // The pool and the workspace serve one forward pass at a time, whichever sequence runs it.
     std::mutex compute;
     Workspace ws;

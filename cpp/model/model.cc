@@ -2,6 +2,9 @@
 #include "model.h"
 
 #include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
 #include <memory>
 #include <new>
 #include <string>
@@ -103,6 +106,19 @@ public:
         return out;
     }
 
+    uint32_t restore_prefix(const int32_t* tokens, size_t n) override {
+        if (n < 2 || !m_->prefix) return cache_.length();
+        return m_->prefix->restore(tokens, static_cast<uint32_t>(std::min<size_t>(n - 1, UINT32_MAX)), cache_);
+    }
+
+    size_t store_prefix(const int32_t* tokens, size_t n) override {
+        if (!m_->prefix) return 0;
+        return m_->prefix->insert(tokens, static_cast<uint32_t>(std::min<size_t>(n, cache_.length())), cache_);
+    }
+
+    void save_state(const std::string& path, const int32_t* tokens, size_t n, const std::string& metadata) override;
+    SavedState load_state(const std::string& path) override;
+
     void evaluate(const int32_t* tokens, size_t n, bool all_logits, std::vector<float>& logits,
                   const std::atomic<bool>* cancel) override {
         const uint32_t n_vocab = m_->hp.n_vocab;
@@ -163,6 +179,106 @@ private:
     std::vector<uint32_t> expert_usage_;  // [n_layer, n_expert] since the last take (MoE models)
 };
 
+
+// A sequence state file:
+//   "NMOESEQ\0" | u32 version | u64 KvCache::layout_fingerprint | u32 n_tokens | u32 metadata bytes |
+//   i32 tokens[n_tokens] | metadata | KvCache::export_rows(0, n_tokens)
+// little-endian, as the engine only runs on little-endian machines.
+constexpr char kStateMagic[8] = {'N', 'M', 'O', 'E', 'S', 'E', 'Q', '\0'};
+constexpr uint32_t kStateVersion = 1;
+
+struct File {
+    std::FILE* f = nullptr;
+    ~File() {
+        if (f) std::fclose(f);
+    }
+};
+
+[[noreturn]] void state_io_error(const std::string& what, const std::string& path) {
+    throw Error(ErrorCode::Io, what + " '" + path + "': " + std::strerror(errno));
+}
+
+void SequenceImpl::save_state(const std::string& path, const int32_t* tokens, size_t n, const std::string& metadata) {
+    if (n != cache_.length()) {
+        throw Error(ErrorCode::InvalidArgument, "save_state: " + std::to_string(n) + " tokens given for a sequence of " +
+                                                    std::to_string(cache_.length()));
+    }
+    std::vector<uint8_t> rows(cache_.row_bytes(static_cast<uint32_t>(n)));
+    cache_.export_rows(0, static_cast<uint32_t>(n), rows.data(), /*unheld_as_zero=*/true);
+    const std::string tmp = path + ".partial";
+    {
+        File out;
+        out.f = std::fopen(tmp.c_str(), "wb");
+        if (!out.f) state_io_error("cannot create", tmp);
+        const uint64_t layout = cache_.layout_fingerprint();
+        const uint32_t header[3] = {kStateVersion, 0, 0};
+        const uint32_t counts[2] = {static_cast<uint32_t>(n), static_cast<uint32_t>(metadata.size())};
+        bool ok = std::fwrite(kStateMagic, 1, 8, out.f) == 8 && std::fwrite(header, 4, 1, out.f) == 1 &&
+                  std::fwrite(&layout, 8, 1, out.f) == 1 && std::fwrite(counts, 4, 2, out.f) == 2 &&
+                  std::fwrite(tokens, 4, n, out.f) == n &&
+                  std::fwrite(metadata.data(), 1, metadata.size(), out.f) == metadata.size() &&
+                  std::fwrite(rows.data(), 1, rows.size(), out.f) == rows.size();
+        ok = std::fflush(out.f) == 0 && ok;
+        const int close = std::fclose(out.f);
+        out.f = nullptr;
+        if (!ok || close != 0) {
+            std::remove(tmp.c_str());
+            state_io_error("cannot write", tmp);
+        }
+    }
+    // The file appears complete or not at all.
+    if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+        std::remove(tmp.c_str());
+        state_io_error("cannot rename the state file to", path);
+    }
+}
+
+SavedState SequenceImpl::load_state(const std::string& path) {
+    File in;
+    in.f = std::fopen(path.c_str(), "rb");
+    if (!in.f) state_io_error("cannot open", path);
+    const auto bad = [&](const std::string& why) {
+        return Error(ErrorCode::StateFormat, "'" + path + "' is not a usable sequence state: " + why);
+    };
+    char magic[8];
+    uint32_t header[3];
+    uint64_t layout = 0;
+    uint32_t counts[2];
+    if (std::fread(magic, 1, 8, in.f) != 8 || std::memcmp(magic, kStateMagic, 8) != 0) throw bad("not a node-moe state file");
+    if (std::fread(header, 4, 1, in.f) != 1 || std::fread(&layout, 8, 1, in.f) != 1 ||
+        std::fread(counts, 4, 2, in.f) != 2) {
+        throw bad("the header is truncated");
+    }
+    if (header[0] != kStateVersion) throw bad("format version " + std::to_string(header[0]) + " is not supported");
+    if (layout != cache_.layout_fingerprint()) {
+        throw bad("it was saved from another model or KV cache type (its cache layout differs)");
+    }
+    const uint32_t n = counts[0];
+    if (n > cache_.capacity()) {
+        throw bad("its " + std::to_string(n) + " tokens do not fit the context of " + std::to_string(cache_.capacity()));
+    }
+    SavedState state;
+    state.tokens.resize(n);
+    state.metadata.resize(counts[1]);
+    std::vector<uint8_t> rows(cache_.row_bytes(n));
+    if (std::fread(state.tokens.data(), 4, n, in.f) != n ||
+        std::fread(state.metadata.data(), 1, state.metadata.size(), in.f) != state.metadata.size() ||
+        std::fread(rows.data(), 1, rows.size(), in.f) != rows.size()) {
+        throw bad("it is truncated");
+    }
+    if (std::fgetc(in.f) != EOF) throw bad("it has trailing bytes");
+    for (uint32_t i = 0; i < n; ++i) {
+        if (state.tokens[i] < 0 || static_cast<uint32_t>(state.tokens[i]) >= m_->hp.n_vocab) {
+            throw bad("token " + std::to_string(state.tokens[i]) + " is outside the vocabulary");
+        }
+    }
+    // Nothing changes until the whole file was read and checked.
+    cache_.truncate(0);
+    cache_.import_rows(0, n, rows.data());
+    cache_.commit(n);
+    return state;
+}
+
 class ModelImpl final : public Model {
 public:
     explicit ModelImpl(std::shared_ptr<ModelState> m) : m_(std::move(m)) {}
@@ -181,6 +297,14 @@ public:
             }
         }
         SequenceImpl::run_batch(*m_, entries, n, should_abort);
+    }
+
+    PrefixCacheStats prefix_cache_stats() const override {
+        PrefixCacheStats out;
+        if (!m_->prefix) return out;
+        const kv::PrefixCache::Stats s = m_->prefix->stats();
+        out = {s.lookups, s.hits, s.restored_tokens, s.blocks, s.bytes, s.evicted_blocks, m_->prefix->block_tokens()};
+        return out;
     }
 
 private:
@@ -255,6 +379,7 @@ std::unique_ptr<Model> Model::load(const std::string& path, const LoadOptions& o
 
     if (options.on_progress && !options.on_progress(1.0)) throw Error(ErrorCode::Aborted, "model load aborted");
     state->pool = std::make_unique<runtime::ThreadPool>(info.n_threads);
+    if (options.prefix_cache_bytes > 0) state->prefix = std::make_unique<kv::PrefixCache>(options.prefix_cache_bytes);
     return std::make_unique<ModelImpl>(std::move(state));
 }
 

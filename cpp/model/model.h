@@ -20,6 +20,7 @@ struct LoadOptions {
     uint32_t context_size = 0;       // default context for new sequences; 0: min(4096, training context)
     KvCacheType kv_type = KvCacheType::F16;
     cpu::Isa isa = cpu::Isa::Scalar; // kernel level (the caller passes cpu::active_isa())
+    size_t prefix_cache_bytes = 512u << 20;  // KV rows the model's prefix cache keeps (0: off)
     // Called now and then with progress in [0, 1]; returning false aborts the load, which then
     // throws moe::Error(Aborted) after releasing everything it mapped or allocated.
     std::function<bool(double progress)> on_progress;
@@ -78,6 +79,18 @@ public:
     // evaluating it alone. Commits every chunk when the pass completes; on an error (Aborted when
     // should_abort() returned true at a layer boundary, OutOfMemory) nothing is committed.
     virtual void evaluate_batch(const BatchEntry* entries, size_t n, const std::function<bool()>& should_abort) = 0;
+
+    struct PrefixCacheStats {
+        uint64_t lookups = 0, hits = 0, restored_tokens = 0, blocks = 0, bytes = 0, evicted_blocks = 0;
+        uint32_t block_tokens = 0;
+    };
+    virtual PrefixCacheStats prefix_cache_stats() const = 0;
+};
+
+// What Sequence::load_state read.
+struct SavedState {
+    std::vector<int32_t> tokens;
+    std::string metadata;  // the caller's, as saved
 };
 
 class Sequence {
@@ -95,6 +108,21 @@ public:
     // Tokens routed to each expert by this sequence's evaluations since the last call, per MoE
     // layer: [n_layer, n_expert] (dense layers' rows stay 0); empty for a dense model.
     virtual std::vector<uint32_t> take_expert_usage() = 0;
+
+    // The model's prefix cache (see kv/prefix_cache.h). The sequence's committed rows must be those
+    // of tokens[0, length()). restore_prefix extends the sequence with stored rows matching
+    // tokens[0, n - 1) (one token is always left to evaluate) and returns the new length;
+    // store_prefix adds the full blocks of tokens[0, n) the sequence holds and returns how many.
+    virtual uint32_t restore_prefix(const int32_t* tokens, size_t n) = 0;
+    virtual size_t store_prefix(const int32_t* tokens, size_t n) = 0;
+
+    // Writes the sequence's state to a file: its tokens (which must be the committed ones), the
+    // caller's metadata and every cached row; load_state replaces the sequence's contents with a
+    // file's (same model and KV type; it must fit the context). Throws Io for file errors and
+    // InvalidArgument for a file that is not a state file, was saved from another model or cache
+    // layout, is truncated or does not fit.
+    virtual void save_state(const std::string& path, const int32_t* tokens, size_t n, const std::string& metadata) = 0;
+    virtual SavedState load_state(const std::string& path) = 0;
 
     // Drops cached tokens from position n on (n <= length()).
     virtual void truncate(uint32_t n) = 0;

@@ -15,6 +15,7 @@ const char* code_string(ErrorCode code) {
         case ErrorCode::InvalidArgument: return "NODE_MOE_INVALID_ARGUMENT";
         case ErrorCode::CpuUnsupported: return "NODE_MOE_CPU_UNSUPPORTED";
         case ErrorCode::Io: return "NODE_MOE_IO";
+        case ErrorCode::StateFormat: return "NODE_MOE_STATE_FORMAT";
         case ErrorCode::OutOfMemory: return "NODE_MOE_OUT_OF_MEMORY";
         case ErrorCode::Aborted: return "NODE_MOE_ABORTED";
         case ErrorCode::ContextOverflow: return "NODE_MOE_CONTEXT_OVERFLOW";

@@ -105,6 +105,10 @@ public:
                             InstanceMethod<&SequenceHandle::step>("step"),
                             InstanceMethod<&SequenceHandle::truncate>("truncate"),
                             InstanceMethod<&SequenceHandle::take_expert_usage>("takeExpertUsage"),
+                            InstanceMethod<&SequenceHandle::restore_prefix>("restorePrefix"),
+                            InstanceMethod<&SequenceHandle::store_prefix>("storePrefix"),
+                            InstanceMethod<&SequenceHandle::save_state>("saveState"),
+                            InstanceMethod<&SequenceHandle::load_state>("loadState"),
                             InstanceMethod<&SequenceHandle::length>("length"),
                             InstanceMethod<&SequenceHandle::context_size>("contextSize"),
                             InstanceMethod<&SequenceHandle::cache_bytes>("cacheBytes"),
@@ -121,6 +125,15 @@ private:
     std::shared_ptr<model::Sequence> live(Napi::Env env) const {
         if (!sequence_) throw Napi::Error::New(env, "the sequence was disposed");
         return sequence_;
+    }
+
+    static std::vector<int32_t> int32_argument(const Napi::CallbackInfo& info, size_t i, const char* usage) {
+        if (info.Length() <= i || !info[i].IsTypedArray() ||
+            info[i].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) {
+            throw Napi::TypeError::New(info.Env(), std::string(usage) + ": tokens must be an Int32Array");
+        }
+        Napi::Int32Array a = info[i].As<Napi::Int32Array>();
+        return std::vector<int32_t>(a.Data(), a.Data() + a.ElementLength());
     }
 
     // evaluate(tokens: Int32Array, allLogits: boolean, cancel?: CancelFlag) → Promise<{logits, length}>
@@ -210,6 +223,72 @@ private:
             });
     }
 
+    // restorePrefix(tokens: Int32Array) → Promise<number>: extends the sequence from the model's
+    // prefix cache (tokens[0, length) must be what it holds); resolves with the new length.
+    // storePrefix(tokens: Int32Array) → Promise<number>: adds the blocks of tokens it holds.
+    // Both run on the engine thread between forward passes.
+    Napi::Value restore_prefix(const Napi::CallbackInfo& info) { return prefix_job(info, true); }
+    Napi::Value store_prefix(const Napi::CallbackInfo& info) { return prefix_job(info, false); }
+
+    Napi::Value prefix_job(const Napi::CallbackInfo& info, bool restore) {
+        Napi::Env env = info.Env();
+        auto sequence = live(env);
+        std::vector<int32_t> tokens = int32_argument(info, 0, restore ? "restorePrefix(tokens)" : "storePrefix(tokens)");
+        auto state = state_;
+        return BackgroundTask<double>::run(
+            env,
+            [state, sequence, tokens = std::move(tokens), restore]() -> double {
+                return restore ? sequence->restore_prefix(tokens.data(), tokens.size())
+                               : static_cast<double>(sequence->store_prefix(tokens.data(), tokens.size()));
+            },
+            [](Napi::Env env, double& r, const std::vector<Napi::ObjectReference>&) -> Napi::Value {
+                return Napi::Number::New(env, r);
+            },
+            {}, state->engine.get());
+    }
+
+    // saveState(path, tokens: Int32Array, metadata: string) → Promise<void>
+    Napi::Value save_state(const Napi::CallbackInfo& info) {
+        Napi::Env env = info.Env();
+        auto sequence = live(env);
+        if (info.Length() < 3 || !info[0].IsString() || !info[2].IsString()) {
+            throw Napi::TypeError::New(env, "saveState(path: string, tokens: Int32Array, metadata: string)");
+        }
+        std::string path = info[0].As<Napi::String>().Utf8Value();
+        std::vector<int32_t> tokens = int32_argument(info, 1, "saveState(path, tokens, metadata)");
+        std::string metadata = info[2].As<Napi::String>().Utf8Value();
+        auto state = state_;
+        return BackgroundTask<bool>::run(
+            env,
+            [state, sequence, path = std::move(path), tokens = std::move(tokens), metadata = std::move(metadata)]() {
+                sequence->save_state(path, tokens.data(), tokens.size(), metadata);
+                return true;
+            },
+            [](Napi::Env env, bool&, const std::vector<Napi::ObjectReference>&) -> Napi::Value { return env.Undefined(); },
+            {}, state->engine.get());
+    }
+
+    // loadState(path) → Promise<{tokens: Int32Array, metadata: string, length: number}>
+    Napi::Value load_state(const Napi::CallbackInfo& info) {
+        Napi::Env env = info.Env();
+        auto sequence = live(env);
+        if (info.Length() < 1 || !info[0].IsString()) throw Napi::TypeError::New(env, "loadState(path: string)");
+        std::string path = info[0].As<Napi::String>().Utf8Value();
+        auto state = state_;
+        return BackgroundTask<model::SavedState>::run(
+            env, [state, sequence, path = std::move(path)]() { return sequence->load_state(path); },
+            [](Napi::Env env, model::SavedState& s, const std::vector<Napi::ObjectReference>&) -> Napi::Value {
+                Napi::Int32Array tokens = Napi::Int32Array::New(env, s.tokens.size());
+                std::copy(s.tokens.begin(), s.tokens.end(), tokens.Data());
+                Napi::Object out = Napi::Object::New(env);
+                out.Set("tokens", tokens);
+                out.Set("metadata", Napi::String::New(env, s.metadata));
+                out.Set("length", Napi::Number::New(env, static_cast<double>(s.tokens.size())));
+                return out;
+            },
+            {}, state->engine.get());
+    }
+
     // takeExpertUsage() → Uint32Array [n_layer * n_expert] of tokens routed to each expert since the
     // last call, or undefined for a dense model. Only called by lib/ when no step is in flight.
     Napi::Value take_expert_usage(const Napi::CallbackInfo& info) {
@@ -264,6 +343,7 @@ public:
                            {InstanceMethod<&ModelHandle::info>("info"),
                             InstanceMethod<&ModelHandle::create_sequence>("createSequence"),
                             InstanceMethod<&ModelHandle::scheduler_stats>("schedulerStats"),
+                            InstanceMethod<&ModelHandle::prefix_cache_stats>("prefixCacheStats"),
                             InstanceMethod<&ModelHandle::dispose>("dispose")});
     }
     explicit ModelHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ModelHandle>(info) {}
@@ -276,6 +356,22 @@ private:
     }
 
     Napi::Value info(const Napi::CallbackInfo& info) { return info_to_js(info.Env(), live(info.Env())->model->info()); }
+
+    // prefixCacheStats() → {lookups, hits, restoredTokens, blocks, bytes, evictedBlocks, blockTokens}
+    Napi::Value prefix_cache_stats(const Napi::CallbackInfo& info) {
+        Napi::Env env = info.Env();
+        const model::Model::PrefixCacheStats st = live(env)->model->prefix_cache_stats();
+        Napi::Object o = Napi::Object::New(env);
+        const auto num = [&](uint64_t v) { return Napi::Number::New(env, static_cast<double>(v)); };
+        o.Set("lookups", num(st.lookups));
+        o.Set("hits", num(st.hits));
+        o.Set("restoredTokens", num(st.restored_tokens));
+        o.Set("blocks", num(st.blocks));
+        o.Set("bytes", num(st.bytes));
+        o.Set("evictedBlocks", num(st.evicted_blocks));
+        o.Set("blockTokens", num(st.block_tokens));
+        return o;
+    }
 
     // schedulerStats() → {passes, rows, mergedPasses, maxRequests}: how the engine batched so far.
     Napi::Value scheduler_stats(const Napi::CallbackInfo& info) {
@@ -324,6 +420,11 @@ Napi::Value load_model(const Napi::CallbackInfo& info) {
         options.n_threads = static_cast<int>(number_option(opts, "threads", 0));
         options.context_size = static_cast<uint32_t>(number_option(opts, "contextSize", 0));
         options.kv_type = kv_type_option(opts);
+        const double prefix_bytes = number_option(opts, "prefixCacheSize", static_cast<double>(options.prefix_cache_bytes));
+        if (!(prefix_bytes >= 0) || prefix_bytes > 9007199254740991.0) {
+            throw Napi::RangeError::New(env, "prefixCacheSize must be a byte count >= 0");
+        }
+        options.prefix_cache_bytes = static_cast<size_t>(prefix_bytes);
         options.isa = cpu::active_isa();
         auto cancel = info.Length() > 3 ? cancel_argument(info[3]) : nullptr;
 
