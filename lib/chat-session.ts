@@ -29,6 +29,7 @@ import {
   type RawFinishReason,
 } from './generate.js';
 import type { Model, Sequence } from './model.js';
+import { StateFormatError } from './errors.js';
 
 /** Options of a chat; the generation ones (sampling, `maxTokens`, `stop`, …) are each turn's defaults. */
 export interface ChatOptions extends Omit<GenerateOptions, 'sequence' | 'special' | 'addBos' | 'signal'> {
@@ -74,6 +75,14 @@ export interface ChatTurnResult {
   timings: GenerationTimings;
   /** The assistant message added to the history. */
   message: ChatMessage;
+}
+
+const SAVED_CHAT_FORMAT = 'node-moe-chat/1';
+
+/** The metadata a saved chat's state file carries. */
+interface SavedChat {
+  format: string;
+  history: ChatMessage[];
 }
 
 /** A conversation with its own KV cache; see {@link Model.createChat}. */
@@ -183,6 +192,38 @@ export class Chat {
       () => (this.#busy = false),
     );
     return generation;
+  }
+
+  /**
+   * Saves the conversation — its history and its KV cache — to a file, so that {@link load} (on a
+   * chat of the same model, perhaps in another process) goes on where it left off without
+   * evaluating the history again. Not during a turn.
+   */
+  async save(path: string): Promise<void> {
+    if (this.#busy) throw new Error('a chat turn is in progress: await its final before saving');
+    const metadata: SavedChat = { format: SAVED_CHAT_FORMAT, history: this.history };
+    await this.#sequence.saveState(path, { metadata: JSON.stringify(metadata) });
+  }
+
+  /**
+   * Replaces this chat's history and KV cache with a file written by {@link save}. The chat's own
+   * options (system message, tools, sampling) stay; the history, system message included, is the
+   * file's. A file of another model or KV cache type is rejected and the chat is left as it was.
+   */
+  async load(path: string): Promise<void> {
+    if (this.#busy) throw new Error('a chat turn is in progress: await its final before loading');
+    const { metadata } = await this.#sequence.loadState(path);
+    let saved: SavedChat;
+    try {
+      saved = JSON.parse(metadata) as SavedChat;
+    } catch {
+      saved = { format: '', history: [] };
+    }
+    if (saved.format !== SAVED_CHAT_FORMAT || !Array.isArray(saved.history)) {
+      this.#sequence.clear();
+      throw new StateFormatError(`'${path}' holds a sequence state but not a saved chat`);
+    }
+    this.history.splice(0, this.history.length, ...saved.history);
   }
 
   /** Frees the chat's KV cache. */

@@ -106,6 +106,17 @@ export class ChatTemplateError extends NodeMoeError {
   }
 }
 
+/**
+ * A saved sequence or chat state that cannot be loaded: not a state file, damaged or truncated,
+ * saved from another model or KV cache type, or larger than the context.
+ */
+export class StateFormatError extends NodeMoeError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, 'NODE_MOE_STATE_FORMAT', options);
+    this.name = 'StateFormatError';
+  }
+}
+
 /** Turns an error thrown by the addon into the matching typed error; other values pass through. */
 export function translateNativeError(error: unknown, context: { path?: string } = {}): unknown {
   if (!(error instanceof Error) || error instanceof NodeMoeError) return error;
@@ -133,6 +144,8 @@ export function translateNativeError(error: unknown, context: { path?: string } 
       return new ContextOverflowError(error.message, { cause: error });
     case 'NODE_MOE_ABORTED':
       return new AbortError(error.message, { cause: error });
+    case 'NODE_MOE_STATE_FORMAT':
+      return new StateFormatError(error.message, { cause: error });
     case 'NODE_MOE_INVALID_ARGUMENT':
       return new RangeError(error.message + where, { cause: error });
     case 'NODE_MOE_IO':

@@ -387,6 +387,16 @@ export function runGeneration<Part extends { type: string }, Result extends { te
         cached = common;
         pending = promptTokens.subarray(common);
       }
+      if (pending.length > 1) {
+        // Leading tokens another sequence evaluated come from the model's prefix cache.
+        const before = sequence.length;
+        const content = Int32Array.from([...sequence.tokens, ...pending]);
+        const restored = await sequence._restorePrefix(content);
+        if (restored > before) {
+          cached += restored - before;
+          pending = content.subarray(restored);
+        }
+      }
       if (shift && sequence.length + pending.length >= sequence.contextSize) {
         // Make room for the prompt plus a quarter of the context (or maxTokens) to generate in.
         const room = Math.min(maxTokens, Math.floor(sequence.contextSize / 4));
@@ -417,7 +427,11 @@ export function runGeneration<Part extends { type: string }, Result extends { te
       let raw: RawFinishReason = 'max-tokens';
       for (;;) {
         const { token } = await sequence._step(step, sampler, signal);
-        if (tokens.length === 0) firstTokenAt = performance.now();
+        if (tokens.length === 0) {
+          firstTokenAt = performance.now();
+          // The prompt is in the cache now: offer its blocks to later requests (off the hot path).
+          sequence._storePrefix(Int32Array.from(sequence.tokens)).catch(() => {});
+        }
         tokens.push(token);
         if (stopAtEog && tokenizer.eogTokens.has(token)) {
           raw = 'eos';

@@ -84,5 +84,7 @@ export {
   NativeBindingError,
   NodeMoeError,
   OutOfMemoryError,
+  StateFormatError,
   UnsupportedTypeError,
 } from './errors.js';
+export type { PrefixCacheStats } from './native-types.js';

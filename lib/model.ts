@@ -8,7 +8,7 @@ import { readGgufInfo } from './gguf/read.js';
 import { Chat, type ChatOptions } from './chat-session.js';
 import type { ChatMetadata } from './chat/index.js';
 import { generate, type GenerateOptions, type Generation } from './generate.js';
-import type { NativeCancelFlag, NativeModel, NativeModelInfo, NativeSampler, NativeSequence } from './native-types.js';
+import type { NativeCancelFlag, NativeModel, NativeModelInfo, NativeSampler, NativeSequence, PrefixCacheStats } from './native-types.js';
 import { createTokenizer, type TokenizeOptions, type Tokenizer } from './tokenizer/tokenizer.js';
 
 /** KV cache element type. */
@@ -31,6 +31,13 @@ export interface LoadModelOptions {
    * removes one). Default `16`.
    */
   maxConcurrency?: number;
+  /**
+   * Bytes of KV rows the prefix cache keeps: prompts' leading tokens (a shared system prompt, a
+   * repeated request) are evaluated once and copied into later sequences that start the same way
+   * (`usage.cachedInputTokens`). Least recently used blocks go first; `0` turns it off.
+   * Default `512 MiB`.
+   */
+  prefixCacheSize?: number;
 }
 
 /** What a loaded model is. */
@@ -227,6 +234,67 @@ export class Sequence {
     return layers;
   }
 
+  /**
+   * Writes the sequence (its tokens and every cached KV row) to a file that {@link loadState} of a
+   * sequence of the same model and KV cache type restores. `metadata` is stored alongside. Waits
+   * for running evaluations of this sequence.
+   */
+  saveState(path: string, options: { metadata?: string } = {}): Promise<void> {
+    return this.#serial((native) => native.saveState(path, Int32Array.from(this.#history), options.metadata ?? ''));
+  }
+
+  /**
+   * Replaces the sequence's contents with a file written by {@link saveState}; resolves with the
+   * metadata saved with it. A file of another model or KV type, a truncated one or one that does
+   * not fit the context is rejected (the sequence is then unchanged).
+   */
+  loadState(path: string): Promise<{ metadata: string }> {
+    return this.#serial(async (native) => {
+      const { tokens, metadata, length } = await native.loadState(path);
+      this.#history = Array.from(tokens);
+      this.#length = length;
+      return { metadata };
+    });
+  }
+
+  /** @internal Extends the sequence from the model's prefix cache; resolves with the new length. */
+  _restorePrefix(tokens: Int32Array): Promise<number> {
+    return this.#serial(async (native) => {
+      const length = await native.restorePrefix(tokens);
+      this.#setLength(length, tokens.subarray(this.#length));
+      return length;
+    });
+  }
+
+  /** @internal Adds the prompt's blocks this sequence holds to the model's prefix cache. */
+  _storePrefix(tokens: Int32Array): Promise<number> {
+    return this.#serial((native) => native.storePrefix(tokens));
+  }
+
+  // Runs a native job after the ones before it (no token checks, no cancellation).
+  #serial<T>(job: (native: NativeSequence) => Promise<T>): Promise<T> {
+    let native: NativeSequence;
+    try {
+      native = this.#live();
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    this.#pending++;
+    const run = async () => {
+      try {
+        if (!this.#native) throw new ModelDisposedError('the sequence was disposed');
+        return await job(native).catch((e: unknown) => {
+          throw translateNativeError(e);
+        });
+      } finally {
+        this.#pending--;
+      }
+    };
+    const result = this.#queue.then(run, run);
+    this.#queue = result.catch(() => {});
+    return result;
+  }
+
   /** Drops cached tokens from position `n` on. Throws if an evaluation of this sequence is running. */
   truncate(n: number): void {
     const native = this.#live();
@@ -249,6 +317,10 @@ export class Sequence {
     await this.#queue;
     native.dispose();
     this.#model._forget(this);
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.dispose();
   }
 }
 
@@ -383,6 +455,11 @@ export class Model {
     });
   }
 
+  /** What the prefix cache holds and how often it helped (see the `prefixCacheSize` load option). */
+  get prefixCacheStats(): PrefixCacheStats {
+    return this.#live().prefixCacheStats();
+  }
+
   /**
    * How the engine merged requests into forward passes so far (tests and benchmarks).
    * @internal
@@ -413,7 +490,10 @@ export class Model {
 
 /** Loads a GGUF model. Parsing, validation and preparation run off the JS thread. */
 export async function loadModel(path: string, options: LoadModelOptions = {}): Promise<Model> {
-  const { threads, contextSize, kvCacheType, signal, onProgress, maxConcurrency } = options;
+  const { threads, contextSize, kvCacheType, signal, onProgress, maxConcurrency, prefixCacheSize } = options;
+  if (prefixCacheSize !== undefined && (!Number.isSafeInteger(prefixCacheSize) || prefixCacheSize < 0)) {
+    throw new RangeError(`prefixCacheSize must be a byte count >= 0, got ${prefixCacheSize}`);
+  }
   if (maxConcurrency !== undefined && (!Number.isInteger(maxConcurrency) || maxConcurrency < 1)) {
     throw new RangeError(`maxConcurrency must be a positive integer, got ${maxConcurrency}`);
   }
@@ -431,7 +511,7 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
     const infoPromise = readGgufInfo(path);
     infoPromise.catch(() => {}); // awaited below; if the native load fails first, its error is the one to report
     const native = await loadBinding()
-      .loadModel(path, { threads, contextSize, kvCacheType }, onProgress, flag)
+      .loadModel(path, { threads, contextSize, kvCacheType, ...(prefixCacheSize === undefined ? {} : { prefixCacheSize }) }, onProgress, flag)
       .catch((e: unknown) => {
         throw translate(e, signal, path);
       });

@@ -93,7 +93,28 @@ export interface NativeSequence {
   cacheBytes(): number;
   /** Tokens routed to each expert since the last call, [blockCount * expertCount]; undefined for dense models. */
   takeExpertUsage(): Uint32Array | undefined;
+  restorePrefix(tokens: Int32Array): Promise<number>;
+  storePrefix(tokens: Int32Array): Promise<number>;
+  saveState(path: string, tokens: Int32Array, metadata: string): Promise<void>;
+  loadState(path: string): Promise<{ tokens: Int32Array; metadata: string; length: number }>;
   dispose(): void;
+}
+
+/** What the model's prefix cache holds and how often it helped. */
+export interface PrefixCacheStats {
+  /** Requests that looked for a cached prefix. */
+  lookups: number;
+  /** Lookups that found one. */
+  hits: number;
+  /** Prompt tokens taken from the cache instead of evaluated. */
+  restoredTokens: number;
+  /** Blocks held now (each `blockTokens` tokens of KV rows). */
+  blocks: number;
+  /** Bytes held now. */
+  bytes: number;
+  /** Blocks dropped to stay within `prefixCacheSize`. */
+  evictedBlocks: number;
+  blockTokens: number;
 }
 
 /** How the engine thread merged requests into forward passes so far. */
@@ -108,6 +129,7 @@ export interface NativeModel {
   info(): NativeModelInfo;
   createSequence(contextSize: number): NativeSequence;
   schedulerStats(): NativeSchedulerStats;
+  prefixCacheStats(): PrefixCacheStats;
   dispose(): void;
 }
 
@@ -115,6 +137,7 @@ export interface NativeLoadOptions {
   threads?: number;
   contextSize?: number;
   kvCacheType?: string;
+  prefixCacheSize?: number;
 }
 
 export interface NativeBinding {
