@@ -63,6 +63,9 @@ struct ModelState {
     uint32_t kv_type = 1;  // ggml type of the KV cache rows
     std::unique_ptr<runtime::ThreadPool> pool;
     std::unique_ptr<kv::PrefixCache> prefix;  // shared by the model's sequences
+    // Identifies the weights in saved states: architecture, every tensor's name, type and shape,
+    // and a sample of each tensor's bytes (its first and last 32), hashed.
+    uint64_t fingerprint = 0;
     // The pool and the workspace serve one forward pass at a time, whichever sequence runs it.
     std::mutex compute;
     Workspace ws;

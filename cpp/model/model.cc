@@ -181,8 +181,8 @@ private:
 
 
 // A sequence state file:
-//   "NMOESEQ\0" | u32 version | u64 KvCache::layout_fingerprint | u32 n_tokens | u32 metadata bytes |
-//   i32 tokens[n_tokens] | metadata | KvCache::export_rows(0, n_tokens)
+//   "NMOESEQ\0" | u32 version | u32 model fingerprint low, high | u64 KvCache::layout_fingerprint |
+//   u32 n_tokens | u32 metadata bytes | i32 tokens[n_tokens] | metadata | KvCache::export_rows(0, n_tokens)
 // little-endian, as the engine only runs on little-endian machines.
 constexpr char kStateMagic[8] = {'N', 'M', 'O', 'E', 'S', 'E', 'Q', '\0'};
 constexpr uint32_t kStateVersion = 1;
@@ -211,9 +211,10 @@ void SequenceImpl::save_state(const std::string& path, const int32_t* tokens, si
         out.f = std::fopen(tmp.c_str(), "wb");
         if (!out.f) state_io_error("cannot create", tmp);
         const uint64_t layout = cache_.layout_fingerprint();
-        const uint32_t header[3] = {kStateVersion, 0, 0};
+        const uint32_t header[3] = {kStateVersion, static_cast<uint32_t>(m_->fingerprint),
+                                    static_cast<uint32_t>(m_->fingerprint >> 32)};
         const uint32_t counts[2] = {static_cast<uint32_t>(n), static_cast<uint32_t>(metadata.size())};
-        bool ok = std::fwrite(kStateMagic, 1, 8, out.f) == 8 && std::fwrite(header, 4, 1, out.f) == 1 &&
+        bool ok = std::fwrite(kStateMagic, 1, 8, out.f) == 8 && std::fwrite(header, 4, 3, out.f) == 3 &&
                   std::fwrite(&layout, 8, 1, out.f) == 1 && std::fwrite(counts, 4, 2, out.f) == 2 &&
                   std::fwrite(tokens, 4, n, out.f) == n &&
                   std::fwrite(metadata.data(), 1, metadata.size(), out.f) == metadata.size() &&
@@ -245,13 +246,15 @@ SavedState SequenceImpl::load_state(const std::string& path) {
     uint64_t layout = 0;
     uint32_t counts[2];
     if (std::fread(magic, 1, 8, in.f) != 8 || std::memcmp(magic, kStateMagic, 8) != 0) throw bad("not a node-moe state file");
-    if (std::fread(header, 4, 1, in.f) != 1 || std::fread(&layout, 8, 1, in.f) != 1 ||
+    if (std::fread(header, 4, 3, in.f) != 3 || std::fread(&layout, 8, 1, in.f) != 1 ||
         std::fread(counts, 4, 2, in.f) != 2) {
         throw bad("the header is truncated");
     }
     if (header[0] != kStateVersion) throw bad("format version " + std::to_string(header[0]) + " is not supported");
-    if (layout != cache_.layout_fingerprint()) {
-        throw bad("it was saved from another model or KV cache type (its cache layout differs)");
+    const uint64_t weights = static_cast<uint64_t>(header[1]) | static_cast<uint64_t>(header[2]) << 32;
+    if (layout != cache_.layout_fingerprint() || weights != m_->fingerprint) {
+        throw bad(std::string("it was saved from another model or KV cache type (its ") +
+                  (weights != m_->fingerprint ? "weights" : "cache layout") + " differ)");
     }
     const uint32_t n = counts[0];
     if (n > cache_.capacity()) {
@@ -373,6 +376,22 @@ std::unique_ptr<Model> Model::load(const std::string& path, const LoadOptions& o
         info.size_bytes += t.nbytes;
     }
     info.active_parameter_count = info.parameter_count - std::min(info.parameter_count, state->w.inactive_expert_params);
+    {
+        uint64_t h = 0xcbf29ce484222325ULL;  // FNV-1a
+        const auto mix = [&](const void* p, size_t n) {
+            for (size_t i = 0; i < n; ++i) h = (h ^ static_cast<const uint8_t*>(p)[i]) * 0x100000001b3ULL;
+        };
+        mix(arch_name.data(), arch_name.size());
+        for (const gguf::TensorInfo& t : f.tensors()) {
+            mix(t.name.data(), t.name.size());
+            mix(&t.type, sizeof t.type);
+            mix(t.ne, sizeof t.ne);
+            const size_t sample = static_cast<size_t>(std::min<uint64_t>(32, t.nbytes));
+            mix(t.data, sample);
+            mix(t.data + t.nbytes - sample, sample);
+        }
+        state->fingerprint = h;
+    }
     info.file_type = u32_key(f, "general.file_type");
     info.default_context_size = options.context_size ? options.context_size : std::min<uint32_t>(4096, hp.n_ctx_train);
     info.n_threads = options.n_threads > 0 ? options.n_threads : runtime::ThreadPool::physical_cores();
