@@ -26,6 +26,7 @@
       'cpp/model/forward.cc',
       'cpp/model/model.cc',
       'cpp/sampling/sampler.cc',
+      'cpp/grammar/grammar.cc',
       'cpp/runtime/scheduler.cc',
     ],
     # Compiled with -mavx2 -mfma -mf16c; only called after cpuid says the CPU has them.
