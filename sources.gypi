@@ -49,6 +49,7 @@
       'cpp/napi/model_binding.cc',
       'cpp/napi/quant_binding.cc',
       'cpp/napi/sampler_binding.cc',
+      'cpp/napi/grammar_binding.cc',
     ],
   },
 }

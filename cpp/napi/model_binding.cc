@@ -15,6 +15,7 @@
 #include "background.h"
 #include "bindings.h"
 #include "errors.h"
+#include "grammar_binding.h"
 #include "sampler_binding.h"
 
 namespace moe::napi {
@@ -179,7 +180,8 @@ private:
             });
     }
 
-    // step(tokens: Int32Array, sampler: Sampler, cancel?: CancelFlag) → Promise<{token, probability, length}>:
+    // step(tokens: Int32Array, sampler: Sampler, cancel?: CancelFlag, grammar?: GrammarMatcher)
+    //   → Promise<{token, probability, length, grammarComplete?, grammarCanContinue?}>:
     // evaluates the tokens and samples the next one from the last logits on the engine thread, so
     // the logits never cross into JS; the sampler records the token for its penalties. Concurrent
     // steps of different sequences share forward passes.
@@ -194,10 +196,15 @@ private:
         std::vector<int32_t> tokens(js_tokens.Data(), js_tokens.Data() + js_tokens.ElementLength());
         auto sampler = sampler_of(info[1]);
         auto cancel = info.Length() > 2 ? cancel_argument(info[2]) : nullptr;
+        std::shared_ptr<grammar::Matcher> matcher;
+        if (info.Length() > 3 && !info[3].IsUndefined() && !info[3].IsNull()) matcher = matcher_of(info[3]);
         struct Result {
             int32_t token = 0;
             float probability = 0;
             uint32_t length = 0;
+            bool constrained = false;
+            bool grammar_complete = false;
+            bool grammar_can_continue = false;
         };
         auto state = state_;
         return BackgroundTask<Result>::run_deferred(
@@ -208,9 +215,12 @@ private:
                 request.tokens = std::move(tokens);
                 request.sampler = sampler;
                 request.cancel = cancel;
-                request.done = [state, complete](runtime::Scheduler::Outcome& o) {
+                request.grammar = matcher;
+                const bool constrained = matcher != nullptr;
+                request.done = [state, complete, constrained](runtime::Scheduler::Outcome& o) {
                     if (o.error) return complete(std::nullopt, o.error);
-                    complete(Result{o.token, o.probability, o.length}, nullptr);
+                    complete(Result{o.token, o.probability, o.length, constrained, o.grammar_complete, o.grammar_can_continue},
+                             nullptr);
                 };
                 state->engine->submit(std::move(request));
             },

@@ -50,7 +50,10 @@ struct Scheduler::Core {
     void loop();
     void admit(std::deque<ActivePtr>& arrived);
     void run_pass();
+    void sample(Active& a);
     void finish(ActivePtr a);
+
+    std::vector<uint8_t> mask;  // the grammar mask of the request being sampled
 };
 
 Scheduler::Scheduler(model::Model& model, uint32_t max_batch_tokens)
@@ -251,9 +254,7 @@ void Scheduler::Core::run_pass() {
             }
             if (a.request.sampler) {
                 try {
-                    a.outcome.token = a.request.sampler->sample(a.outcome.logits.data());
-                    a.outcome.probability = a.request.sampler->last_probability();
-                    a.request.sampler->accept(a.outcome.token);
+                    sample(a);
                 } catch (...) {
                     a.outcome.error = std::current_exception();
                 }
@@ -264,6 +265,27 @@ void Scheduler::Core::run_pass() {
         finish(std::move(p));
     }
     active.swap(still);
+}
+
+// Picks the request's next token from its logits, through its grammar's mask when it has one.
+void Scheduler::Core::sample(Active& a) {
+    Request& r = a.request;
+    const uint8_t* allowed = nullptr;
+    if (r.grammar) {
+        mask.resize(model.info().vocab_size);
+        r.grammar->fill_mask(mask.data());
+        allowed = mask.data();
+    }
+    a.outcome.token = r.sampler->sample(a.outcome.logits.data(), allowed);
+    a.outcome.probability = r.sampler->last_probability();
+    r.sampler->accept(a.outcome.token);
+    if (r.grammar) {
+        if (!r.grammar->accept_token(a.outcome.token)) {
+            throw Error(ErrorCode::InvalidArgument, "the grammar refused the token its own mask allowed");
+        }
+        a.outcome.grammar_complete = r.grammar->is_complete();
+        a.outcome.grammar_can_continue = r.grammar->can_continue();
+    }
 }
 
 void Scheduler::Core::finish(ActivePtr a) {

@@ -19,6 +19,7 @@
 #include <thread>
 #include <vector>
 
+#include "../grammar/grammar.h"
 #include "../model/model.h"
 #include "../sampling/sampler.h"
 
@@ -34,12 +35,19 @@ public:
         float probability = 0.0f;    // its probability in the sampler's final distribution
         uint32_t length = 0;         // the sequence's length afterwards
         std::vector<float> logits;   // without a sampler: the last token's logits, or every token's
+        // With a grammar: after accepting the token, whether the grammar could end here and whether
+        // it could go on (both false: the token was an end-of-generation token that finished it).
+        bool grammar_complete = false;
+        bool grammar_can_continue = false;
     };
 
     struct Request {
         std::shared_ptr<model::Sequence> sequence;
         std::vector<int32_t> tokens;                 // appended to the sequence (at least one)
         std::shared_ptr<sampling::Sampler> sampler;  // null: return logits instead of sampling
+        // Optional, with a sampler: only tokens the grammar allows are sampled (the mask is applied
+        // to the logits before every other sampling step), and the token advances the grammar.
+        std::shared_ptr<grammar::Matcher> grammar;
         bool all_logits = false;                     // without a sampler: logits of every token
         std::shared_ptr<const std::atomic<bool>> cancel;  // optional; checked before each pass
         // Called once on the engine thread, after the request left the scheduler.
