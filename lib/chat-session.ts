@@ -20,6 +20,7 @@ import {
   type ChatToolCallPart,
 } from './chat/index.js';
 import {
+  parseCompleted,
   runGeneration,
   type FinishReason,
   type GenerateOptions,
@@ -30,6 +31,7 @@ import {
 } from './generate.js';
 import type { Model, Sequence } from './model.js';
 import { StateFormatError } from './errors.js';
+import { responseFormatGrammar, toolCallGrammar, toolCallProblem, type ToolChoice } from './structured.js';
 
 /** Options of a chat; the generation ones (sampling, `maxTokens`, `stop`, …) are each turn's defaults. */
 export interface ChatOptions extends Omit<GenerateOptions, 'sequence' | 'special' | 'addBos' | 'signal'> {
@@ -47,9 +49,25 @@ export interface ChatOptions extends Omit<GenerateOptions, 'sequence' | 'special
   format?: ChatFormat;
   /** Earlier messages to start from (after the system message). Default none. */
   history?: readonly ChatMessage[];
+  /**
+   * Whether the model must call tools: `auto` (it decides), `required` (the reply is tool calls,
+   * syntax and arguments enforced by a grammar — needs a chat format with a known tool-call
+   * syntax), `{ name }` (exactly one call of that tool), `none` (tools are left out of the
+   * prompt). Default `'auto'`.
+   */
+  toolChoice?: ToolChoice;
 }
 
-export type SendOptions = Omit<GenerateOptions, 'sequence' | 'special' | 'addBos'>;
+export interface SendOptions extends Omit<GenerateOptions, 'sequence' | 'special' | 'addBos'> {
+  /** This turn's tools instead of the chat's. Default: the chat's `tools`. */
+  tools?: readonly ChatTool[];
+  /** This turn's tool choice. Default: the chat's `toolChoice`. */
+  toolChoice?: ToolChoice;
+}
+
+function toolNameOf(tool: ChatTool): string {
+  return 'function' in tool ? tool.function.name : tool.name;
+}
 
 /** Why a chat turn ended: as a generation, or `tool-calls` when the model called tools. */
 export type ChatFinishReason = FinishReason | 'tool-calls';
@@ -75,6 +93,8 @@ export interface ChatTurnResult {
   timings: GenerationTimings;
   /** The assistant message added to the history. */
   message: ChatMessage;
+  /** With a JSON `responseFormat`: the parsed reply, when the generation completed it. */
+  object?: unknown;
 }
 
 const SAVED_CHAT_FORMAT = 'node-moe-chat/1';
@@ -89,6 +109,11 @@ interface SavedChat {
 export class Chat {
   /** The conversation so far (system message first, when there is one). */
   readonly history: ChatMessage[] = [];
+
+  /** The chat template the turns are rendered with. */
+  get template(): ChatTemplate {
+    return this.#template;
+  }
   #model: Model;
   #sequence: Sequence;
   #options: ChatOptions;
@@ -118,10 +143,13 @@ export class Chat {
     const added: ChatMessage[] =
       typeof message === 'string' ? [{ role: 'user', content: message }] : Array.isArray(message) ? [...message] : [message as ChatMessage];
     const messages = [...this.history, ...added];
+    const choice = options.toolChoice ?? this.#options.toolChoice ?? 'auto';
+    const tools = choice === 'none' ? undefined : (options.tools ?? this.#options.tools);
+    const grammar = this.#grammarFor(choice, tools ?? [], options.responseFormat ?? this.#options.responseFormat);
     const render = () =>
       renderChatTemplate(this.#template, {
         messages,
-        ...(this.#options.tools ? { tools: this.#options.tools } : {}),
+        ...(tools && tools.length > 0 ? { tools } : {}),
         ...(this.#options.templateVariables ? { extra: this.#options.templateVariables } : {}),
       });
     let prompt = render();
@@ -145,20 +173,48 @@ export class Chat {
     const toolCalls: ChatToolCallPart[] = [];
     const toolCallErrors: ChatToolCallErrorPart[] = [];
     const collect = (parts: ChatPart[]): ChatStreamPart[] => {
+      const out: ChatStreamPart[] = [];
       for (const p of parts) {
         if (p.type === 'text-delta') text += p.text;
         else if (p.type === 'reasoning-delta') reasoning += p.text;
-        else if (p.type === 'tool-call') toolCalls.push(p);
-        else toolCallErrors.push(p);
+        else if (p.type === 'tool-call') {
+          // Arguments are checked against the tool's schema; a call that fails becomes an error part.
+          const problem = toolCallProblem(p, tools ?? []);
+          if (problem) {
+            const error: ChatToolCallErrorPart = { type: 'tool-call-error', name: p.name, rawArguments: p.rawArguments, error: problem };
+            toolCallErrors.push(error);
+            out.push(error);
+            continue;
+          }
+          toolCalls.push(p);
+        } else toolCallErrors.push(p);
+        out.push(p);
       }
-      return parts;
+      return out;
     };
-    const { tools: _tools, system: _system, contextSize: _context, templateVariables: _vars, template: _t, format: _f, history: _h, ...sampling } =
-      this.#options;
+    const {
+      tools: _tools,
+      toolChoice: _choice,
+      system: _system,
+      contextSize: _context,
+      templateVariables: _vars,
+      template: _t,
+      format: _f,
+      history: _h,
+      ...sampling
+    } = this.#options;
+    const { tools: _turnTools, toolChoice: _turnChoice, ...turn } = options;
     const generation = runGeneration<ChatStreamPart, ChatTurnResult>(
       this.#model,
       tokens,
-      { ...sampling, ...options, sequence: this.#sequence, reusePrefix: true, detokenizeSpecial: true },
+      {
+        ...sampling,
+        ...turn,
+        sequence: this.#sequence,
+        reusePrefix: true,
+        detokenizeSpecial: true,
+        ...(grammar ? { grammar } : {}),
+      },
       (delta, end) => collect([...(delta ? parser.push(delta) : []), ...(end ? parser.finish() : [])]),
       (core) => {
         const finishReason: ChatFinishReason = toolCalls.length > 0 ? 'tool-calls' : core.finishReason;
@@ -182,6 +238,7 @@ export class Chat {
             usage: core.usage,
             timings: core.timings,
             message: reply,
+            ...(grammar && toolCalls.length === 0 && toolCallErrors.length === 0 ? { object: parseCompleted({ text, rawFinishReason: core.rawFinishReason }) } : {}),
           },
         };
       },
@@ -192,6 +249,24 @@ export class Chat {
       () => (this.#busy = false),
     );
     return generation;
+  }
+
+  // The grammar a turn runs under: forced tool calls, or a JSON response format, or none.
+  #grammarFor(choice: ToolChoice, tools: readonly ChatTool[], format: SendOptions['responseFormat']) {
+    const grammars = this.#model._grammars;
+    if (choice === 'required' || typeof choice === 'object') {
+      const { name, minCalls = 1, maxCalls = name === undefined ? Infinity : 1 } = typeof choice === 'object' ? choice : {};
+      const chosen = name === undefined ? tools : tools.filter((t) => toolNameOf(t) === name);
+      if (chosen.length === 0) {
+        throw new RangeError(name === undefined ? 'a required tool call needs tools' : `toolChoice names '${name}', which is not among the tools`);
+      }
+      const key = `tools:${this.#format}:${minCalls}:${maxCalls}:${JSON.stringify(chosen)}`;
+      const grammar = grammars.grammar(key, () => toolCallGrammar(this.#format, chosen, minCalls, maxCalls));
+      if (!grammar) throw new RangeError(`the chat format '${this.#format}' has no tool-call syntax node-moe knows, so a tool call cannot be forced`);
+      return grammar;
+    }
+    if (format && format.type !== 'text') return grammars.grammar(`format:${JSON.stringify(format)}`, () => responseFormatGrammar(format));
+    return undefined;
   }
 
   /**

@@ -5,7 +5,8 @@
  */
 import { loadBinding } from './binding.js';
 import { AbortError, ContextOverflowError } from './errors.js';
-import type { NativeSampler, NativeSamplerParams } from './native-types.js';
+import type { NativeGrammar, NativeSampler, NativeSamplerParams } from './native-types.js';
+import { responseFormatGrammar, type ResponseFormat } from './structured.js';
 import type { Model, Sequence } from './model.js';
 
 /** Sampling settings; every one has llama.cpp's default. */
@@ -59,6 +60,13 @@ export interface GenerateOptions extends SamplingOptions {
    * what was dropped). `true` is `{ keepFirst: 1, dropFraction: 0.5 }` (BOS kept).
    */
   contextShift?: boolean | ContextShiftOptions;
+  /**
+   * Constrains the output: `{ type: 'json_schema', schema }` makes it JSON that validates against
+   * the schema (a grammar masks the tokens natively at every step; `final.object` is the parsed
+   * value), `{ type: 'json_object' }` any JSON object. Unsupported schema keywords throw an
+   * `UnsupportedSchemaError` before generation starts. Default `{ type: 'text' }`.
+   */
+  responseFormat?: ResponseFormat;
 }
 
 /** See {@link GenerateOptions.contextShift}. */
@@ -73,7 +81,7 @@ export interface ContextShiftOptions {
 export type FinishReason = 'stop' | 'length' | 'abort' | 'error';
 
 /** The raw cause behind a {@link FinishReason}. */
-export type RawFinishReason = 'eos' | 'stop-string' | 'max-tokens' | 'context-full' | 'abort' | 'error';
+export type RawFinishReason = 'eos' | 'stop-string' | 'max-tokens' | 'context-full' | 'grammar-complete' | 'abort' | 'error';
 
 export interface GenerationUsage {
   /** Prompt tokens. */
@@ -112,6 +120,8 @@ export interface GenerationResult {
   rawFinishReason: RawFinishReason;
   usage: GenerationUsage;
   timings: GenerationTimings;
+  /** With a JSON `responseFormat`: the parsed output, when the generation completed it (not cut by `maxTokens`). */
+  object?: unknown;
 }
 
 /** A part of {@link Generation.fullStream}. */
@@ -323,6 +333,8 @@ export interface GenerationRunOptions extends GenerateOptions {
    * already has, evaluate only the rest (usage.cachedInputTokens). Needs `sequence`.
    */
   reusePrefix?: boolean;
+  /** A compiled grammar that constrains every sampled token. */
+  grammar?: NativeGrammar;
 }
 
 /** Receives the generated text; returns the parts to stream. Called once more with `end = true`. */
@@ -364,6 +376,7 @@ export function runGeneration<Part extends { type: string }, Result extends { te
     }
     const owned = options.sequence === undefined;
     const sampler: NativeSampler = new (loadBinding().Sampler)(params, model.info.vocabSize);
+    const grammarMatcher = options.grammar ? await model._grammars.matcher(options.grammar) : undefined;
     const detokenizer = tokenizer.createDetokenizer({ stripLeadingSpace: false, special: options.detokenizeSpecial === true });
     const matcher = new StopMatcher(stops);
     const tokens: number[] = [];
@@ -426,7 +439,7 @@ export function runGeneration<Part extends { type: string }, Result extends { te
       let step: ArrayLike<number> = pending;
       let raw: RawFinishReason = 'max-tokens';
       for (;;) {
-        const { token } = await sequence._step(step, sampler, signal);
+        const { token, grammarComplete, grammarCanContinue } = await sequence._step(step, sampler, signal, grammarMatcher);
         if (tokens.length === 0) {
           firstTokenAt = performance.now();
           // The prompt is in the cache now: offer its blocks to later requests (off the hot path).
@@ -441,6 +454,10 @@ export function runGeneration<Part extends { type: string }, Result extends { te
         if (emit) await emitText(emit, false);
         if (stopped) {
           raw = 'stop-string';
+          break;
+        }
+        if (grammarMatcher && grammarComplete && !grammarCanContinue) {
+          raw = 'grammar-complete'; // the constrained output is whole: nothing else may follow
           break;
         }
         if (tokens.length >= maxTokens) break;
@@ -510,6 +527,9 @@ function contextShiftOptions(option: GenerateOptions['contextShift']): Required<
 
 /** Runs a generation on `model` (see {@link Model.generate}). */
 export function generate(model: Model, prompt: string | ArrayLike<number>, options: GenerateOptions = {}): Generation {
+  const format = options.responseFormat;
+  const grammar = model._grammars.grammar(`format:${JSON.stringify(format ?? null)}`, () => responseFormatGrammar(format));
+  const json = format !== undefined && format.type !== 'text';
   const promptTokens =
     typeof prompt === 'string'
       ? model.tokenizer.tokenize(prompt, { special: options.special === true, addBos: options.addBos !== false })
@@ -517,11 +537,23 @@ export function generate(model: Model, prompt: string | ArrayLike<number>, optio
   return runGeneration<GenerationPart, GenerationResult>(
     model,
     promptTokens,
-    options,
+    grammar ? { ...options, grammar } : options,
     (delta) => (delta ? [{ type: 'text-delta', text: delta }] : []),
     (core) => ({
       part: { type: 'finish', finishReason: core.finishReason, rawFinishReason: core.rawFinishReason, usage: core.usage },
-      result: core,
+      result: json ? { ...core, object: parseCompleted(core) } : core,
     }),
   );
+}
+
+/** The JSON value of a constrained generation that ran to its end; undefined when it was cut short. */
+export function parseCompleted(core: { text: string; rawFinishReason: RawFinishReason }): unknown {
+  if (core.rawFinishReason !== 'grammar-complete' && core.rawFinishReason !== 'eos' && core.rawFinishReason !== 'stop-string') {
+    return undefined;
+  }
+  try {
+    return JSON.parse(core.text) as unknown;
+  } catch {
+    return undefined;
+  }
 }

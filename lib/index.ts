@@ -20,6 +20,10 @@ export type { CpuInfo, CpuKernelLevel, GgmlTypeSupport, KernelOptions } from './
 export { loadModel, Model, Sequence } from './model.js';
 export { Generation } from './generate.js';
 export { Chat } from './chat-session.js';
+export { runTools } from './tools.js';
+export type { RunToolsOptions, RunToolsResult, ToolDefinition, ToolResult, ToolStep } from './tools.js';
+export type { InferSchema, ResponseFormat, ToolChoice } from './structured.js';
+export { compileJsonSchema, UnsupportedSchemaError, validateJsonSchema } from './grammar/index.js';
 export type { ChatFinishReason, ChatOptions, ChatStreamPart, ChatTurnResult, SendOptions } from './chat-session.js';
 export type {
   ContextShiftOptions,

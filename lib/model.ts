@@ -7,8 +7,9 @@ import { AbortError, ModelDisposedError, translateNativeError } from './errors.j
 import { readGgufInfo } from './gguf/read.js';
 import { Chat, type ChatOptions } from './chat-session.js';
 import type { ChatMetadata } from './chat/index.js';
-import { generate, type GenerateOptions, type Generation } from './generate.js';
-import type { NativeCancelFlag, NativeModel, NativeModelInfo, NativeSampler, NativeSequence, PrefixCacheStats } from './native-types.js';
+import { generate, type GenerateOptions, type Generation, type GenerationPart, type GenerationResult } from './generate.js';
+import type { NativeCancelFlag, NativeGrammarMatcher, NativeModel, NativeModelInfo, NativeSampler, NativeSequence, PrefixCacheStats } from './native-types.js';
+import { ModelGrammars, type InferSchema, type JsonSchema } from './structured.js';
 import { createTokenizer, type TokenizeOptions, type Tokenizer } from './tokenizer/tokenizer.js';
 
 /** KV cache element type. */
@@ -163,11 +164,16 @@ export class Sequence {
    * {@link Model.generate}.
    * @internal
    */
-  _step(tokens: ArrayLike<number>, sampler: NativeSampler, signal?: AbortSignal): Promise<{ token: number; probability: number }> {
+  _step(
+    tokens: ArrayLike<number>,
+    sampler: NativeSampler,
+    signal?: AbortSignal,
+    grammar?: NativeGrammarMatcher,
+  ): Promise<{ token: number; probability: number; grammarComplete?: boolean; grammarCanContinue?: boolean }> {
     return this.#enqueue(tokens, signal, async (native, ids, cancel) => {
-      const { token, probability, length } = await native.step(ids, sampler, cancel);
+      const { length, ...result } = await native.step(ids, sampler, cancel, grammar);
       this.#setLength(length, ids);
-      return { token, probability };
+      return result;
     });
   }
 
@@ -333,6 +339,8 @@ export class Model {
   #maxConcurrency: number;
   #running = 0;
   #waiting: { start: () => void; cancel: (reason: unknown) => void }[] = [];
+  /** @internal Compiled grammars and the token set of structured output. */
+  readonly _grammars: ModelGrammars;
   /** What the model is. */
   readonly info: ModelInfo;
 
@@ -340,6 +348,7 @@ export class Model {
   constructor(native: NativeModel, tokenizer: Tokenizer, metadata: ChatMetadata, maxConcurrency = 16) {
     this.#native = native;
     this.#maxConcurrency = maxConcurrency;
+    this._grammars = new ModelGrammars(tokenizer);
     this.#tokenizer = tokenizer;
     this.#metadata = metadata;
     // The native info also carries engine settings (default context, threads) that are not model facts.
@@ -378,6 +387,11 @@ export class Model {
    * result is an `AsyncIterable<string>` of UTF-8-safe deltas, with `fullStream`, `text` and
    * `final` (text, finish reason, usage, timings).
    */
+  generate<const S extends JsonSchema>(
+    prompt: string | ArrayLike<number>,
+    options: GenerateOptions & { responseFormat: { type: 'json_schema'; schema: S } },
+  ): Generation<GenerationPart, GenerationResult & { object: InferSchema<S> | undefined }>;
+  generate(prompt: string | ArrayLike<number>, options?: GenerateOptions): Generation;
   generate(prompt: string | ArrayLike<number>, options?: GenerateOptions): Generation {
     this.#live();
     return generate(this, prompt, options);

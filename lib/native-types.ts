@@ -86,7 +86,12 @@ export interface NativeSamplerParams {
 
 export interface NativeSequence {
   evaluate(tokens: Int32Array, allLogits: boolean, cancel?: NativeCancelFlag): Promise<{ logits: Float32Array; length: number }>;
-  step(tokens: Int32Array, sampler: NativeSampler, cancel?: NativeCancelFlag): Promise<{ token: number; probability: number; length: number }>;
+  step(
+    tokens: Int32Array,
+    sampler: NativeSampler,
+    cancel?: NativeCancelFlag,
+    grammar?: NativeGrammarMatcher,
+  ): Promise<{ token: number; probability: number; length: number; grammarComplete?: boolean; grammarCanContinue?: boolean }>;
   truncate(n: number): number;
   length(): number;
   contextSize(): number;
@@ -140,7 +145,27 @@ export interface NativeLoadOptions {
   prefixCacheSize?: number;
 }
 
+/** A compiled grammar (lib/grammar's IR, parsed natively). */
+export type NativeGrammar = object;
+
+/** A model's token bytes for grammar masks. */
+export interface NativeTokenSet {
+  build(bytes: Uint8Array, offsets: Uint32Array, special: Uint8Array, eog: Int32Array): Promise<void>;
+  size(): number;
+}
+
+/** The grammar state of one constrained generation. */
+export interface NativeGrammarMatcher {
+  isComplete(): boolean;
+  canContinue(): boolean;
+  acceptToken(token: number): boolean;
+  reset(): void;
+}
+
 export interface NativeBinding {
+  Grammar: new (ir: Int32Array) => NativeGrammar;
+  TokenSet: new () => NativeTokenSet;
+  GrammarMatcher: new (grammar: NativeGrammar, tokens: NativeTokenSet) => NativeGrammarMatcher;
   loadModel(path: string, options: NativeLoadOptions, onProgress?: (progress: number) => void, cancel?: NativeCancelFlag): Promise<NativeModel>;
   createCancelFlag(): NativeCancelFlag;
   Sampler: new (params: NativeSamplerParams, vocabSize: number) => NativeSampler;
