@@ -31,7 +31,8 @@ import {
 } from './generate.js';
 import type { Model, Sequence } from './model.js';
 import { StateFormatError } from './errors.js';
-import { responseFormatGrammar, toolCallGrammar, toolCallProblem, type ToolChoice } from './structured.js';
+import { responseFormatGrammar, toolCallGrammar, toolCallProblem, toolCallTrigger, type ToolChoice } from './structured.js';
+import type { NativeGrammar } from './native-types.js';
 
 /** Options of a chat; the generation ones (sampling, `maxTokens`, `stop`, …) are each turn's defaults. */
 export interface ChatOptions extends Omit<GenerateOptions, 'sequence' | 'special' | 'addBos' | 'signal'> {
@@ -146,6 +147,7 @@ export class Chat {
     const choice = options.toolChoice ?? this.#options.toolChoice ?? 'auto';
     const tools = choice === 'none' ? undefined : (options.tools ?? this.#options.tools);
     const grammar = this.#grammarFor(choice, tools ?? [], options.responseFormat ?? this.#options.responseFormat);
+    const grammarTrigger = grammar ? undefined : this.#triggerFor(choice, tools ?? []);
     const render = () =>
       renderChatTemplate(this.#template, {
         messages,
@@ -214,6 +216,7 @@ export class Chat {
         reusePrefix: true,
         detokenizeSpecial: true,
         ...(grammar ? { grammar } : {}),
+        ...(grammarTrigger ? { grammarTrigger } : {}),
       },
       (delta, end) => collect([...(delta ? parser.push(delta) : []), ...(end ? parser.finish() : [])]),
       (core) => {
@@ -267,6 +270,15 @@ export class Chat {
     }
     if (format && format.type !== 'text') return grammars.grammar(`format:${JSON.stringify(format)}`, () => responseFormatGrammar(format));
     return undefined;
+  }
+
+  // In `auto` mode with tools: once the model opens a tool call, the rest of it follows the grammar.
+  #triggerFor(choice: ToolChoice, tools: readonly ChatTool[]): { text: string; grammar: NativeGrammar } | undefined {
+    const text = toolCallTrigger(this.#format);
+    if (choice !== 'auto' || tools.length === 0 || !text) return undefined;
+    const key = `tools-after-trigger:${this.#format}:${JSON.stringify(tools)}`;
+    const grammar = this.#model._grammars.grammar(key, () => toolCallGrammar(this.#format, tools, 1, Infinity, true));
+    return grammar ? { text, grammar } : undefined;
   }
 
   /**

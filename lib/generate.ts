@@ -335,6 +335,11 @@ export interface GenerationRunOptions extends GenerateOptions {
   reusePrefix?: boolean;
   /** A compiled grammar that constrains every sampled token. */
   grammar?: NativeGrammar;
+  /**
+   * A grammar that takes over once the output contains `text` (a tool-call opening marker),
+   * constraining what follows it. Ignored when `grammar` is set.
+   */
+  grammarTrigger?: { text: string; grammar: NativeGrammar };
 }
 
 /** Receives the generated text; returns the parts to stream. Called once more with `end = true`. */
@@ -376,7 +381,10 @@ export function runGeneration<Part extends { type: string }, Result extends { te
     }
     const owned = options.sequence === undefined;
     const sampler: NativeSampler = new (loadBinding().Sampler)(params, model.info.vocabSize);
-    const grammarMatcher = options.grammar ? await model._grammars.matcher(options.grammar) : undefined;
+    const specialText = options.detokenizeSpecial === true; // the grammar sees what the text shows
+    let grammarMatcher = options.grammar ? await model._grammars.matcher(options.grammar, specialText) : undefined;
+    let trigger = options.grammar ? undefined : options.grammarTrigger;
+    let seen = ''; // the output so far, for the trigger
     const detokenizer = tokenizer.createDetokenizer({ stripLeadingSpace: false, special: options.detokenizeSpecial === true });
     const matcher = new StopMatcher(stops);
     const tokens: number[] = [];
@@ -450,7 +458,20 @@ export function runGeneration<Part extends { type: string }, Result extends { te
           raw = 'eos';
           break;
         }
-        const { emit, stopped } = matcher.push(detokenizer.push(token));
+        const piece = detokenizer.push(token);
+        if (trigger) {
+          const from = Math.max(0, seen.length - trigger.text.length);
+          seen += piece;
+          const at = seen.indexOf(trigger.text, from);
+          if (at >= 0) {
+            // The grammar takes over after the marker; text already past it must fit the grammar.
+            const m = await model._grammars.matcher(trigger.grammar, specialText);
+            const rest = seen.slice(at + trigger.text.length);
+            if (!rest || m.acceptBytes(new TextEncoder().encode(rest))) grammarMatcher = m;
+            trigger = undefined;
+          }
+        }
+        const { emit, stopped } = matcher.push(piece);
         if (emit) await emitText(emit, false);
         if (stopped) {
           raw = 'stop-string';

@@ -159,6 +159,7 @@ export interface NativeGrammarMatcher {
   isComplete(): boolean;
   canContinue(): boolean;
   acceptToken(token: number): boolean;
+  acceptBytes(bytes: Uint8Array): boolean;
   reset(): void;
 }
 

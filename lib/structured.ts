@@ -98,12 +98,41 @@ function toolParameters(tool: ChatTool): JsonSchema {
 }
 
 /**
+ * The text that opens a format's tool calls (`<tool_call>` for Qwen3); undefined for formats
+ * without a known syntax. In `auto` mode, once the model writes it, the rest of the calls is
+ * constrained by {@link toolCallGrammar} with `afterTrigger`.
+ */
+export function toolCallTrigger(format: ChatFormat): string | undefined {
+  switch (format) {
+    case 'qwen3':
+      return '<tool_call>';
+    case 'deepseek-v3':
+      return '<｜tool▁calls▁begin｜>';
+    case 'kimi-k2':
+      return '<|tool_calls_section_begin|>';
+    case 'gpt-oss':
+      return ' to=functions.';
+    case 'mistral':
+      return '[TOOL_CALLS]';
+    default:
+      return undefined;
+  }
+}
+
+/**
  * The grammar of a reply that consists of `minCalls` to `maxCalls` (unbounded: Infinity) tool calls
  * in the chat format's syntax, each naming one of `tools` with arguments that validate against its
- * parameters schema. Undefined for formats without a known tool-call syntax. gpt-oss (harmony) has
- * one call per message, so at most one.
+ * parameters schema; with `afterTrigger`, of what follows {@link toolCallTrigger}'s text. Undefined
+ * for formats without a known tool-call syntax. gpt-oss (harmony) has one call per message, so at
+ * most one.
  */
-export function toolCallGrammar(format: ChatFormat, tools: readonly ChatTool[], minCalls = 1, maxCalls = Infinity): GrammarIR | undefined {
+export function toolCallGrammar(
+  format: ChatFormat,
+  tools: readonly ChatTool[],
+  minCalls = 1,
+  maxCalls = Infinity,
+  afterTrigger = false,
+): GrammarIR | undefined {
   if (!(Number.isInteger(minCalls) && minCalls >= 1 && maxCalls >= minCalls && (maxCalls === Infinity || Number.isInteger(maxCalls)))) {
     throw new RangeError(`tool calls must be 1 <= minCalls <= maxCalls, got ${minCalls}..${maxCalls}`);
   }
@@ -112,20 +141,28 @@ export function toolCallGrammar(format: ChatFormat, tools: readonly ChatTool[], 
   const g = new GrammarBuilder();
   const argumentRules = tools.map((tool) => g.embed(compileJsonSchema(toolParameters(tool) as never)));
   // One alternative per tool: its call with its own arguments grammar.
-  const call = (index: GrammarElement[]): number =>
+  const trigger = afterTrigger ? (toolCallTrigger(format) ?? '') : '';
+  // The opening text of the first call (Qwen3, gpt-oss) or of the section, from after the trigger.
+  const open = (text: string) => g.literal(trigger && text.includes(trigger) ? text.slice(text.indexOf(trigger) + trigger.length) : text);
+  const literal = (text: string) => g.literal(text);
+  const call = (index: GrammarElement[], first = false): number =>
     g.rule(
       tools.map((tool, i) => {
         const name = toolName(tool);
         const args = g.ref(argumentRules[i]!);
         switch (format) {
           case 'qwen3':
-            return [...g.literal(`<tool_call>\n{"name": ${JSON.stringify(name)}, "arguments": `), args, ...g.literal('}\n</tool_call>')];
+            return [
+              ...(first ? open : literal)(`<tool_call>\n{"name": ${JSON.stringify(name)}, "arguments": `),
+              args,
+              ...g.literal('}\n</tool_call>'),
+            ];
           case 'deepseek-v3':
             return [...g.literal(`<｜tool▁call▁begin｜>function<｜tool▁sep｜>${name}\n\`\`\`json\n`), args, ...g.literal('\n```<｜tool▁call▁end｜>')];
           case 'kimi-k2':
             return [...g.literal(`<|tool_call_begin|>functions.${name}:`), ...index, ...g.literal('<|tool_call_argument_begin|>'), args, ...g.literal('<|tool_call_end|>')];
           case 'gpt-oss':
-            return [...g.literal(`<|channel|>commentary to=functions.${name} <|constrain|>json<|message|>`), args];
+            return [...(first ? open : literal)(`<|channel|>commentary to=functions.${name} <|constrain|>json<|message|>`), args];
           case 'mistral':
             return [...g.literal(`{"name": ${JSON.stringify(name)}, "arguments": `), args, ...g.literal('}')];
           default:
@@ -133,7 +170,7 @@ export function toolCallGrammar(format: ChatFormat, tools: readonly ChatTool[], 
         }
       }),
     );
-  const first = call(g.literal('0'));
+  const first = call(g.literal('0'), true);
   if (format === 'gpt-oss') {
     if (minCalls > 1) throw new RangeError('gpt-oss calls one tool per message: minCalls must be 1');
     return g.build(first); // harmony: the message ends at <|call|>
@@ -156,11 +193,11 @@ export function toolCallGrammar(format: ChatFormat, tools: readonly ChatTool[], 
   const calls: GrammarElement[] = [g.ref(first), g.ref(more)];
   switch (format) {
     case 'deepseek-v3':
-      return g.build(g.rule([[...g.literal('<｜tool▁calls▁begin｜>'), ...calls, ...g.literal('<｜tool▁calls▁end｜>')]]));
+      return g.build(g.rule([[...open('<｜tool▁calls▁begin｜>'), ...calls, ...g.literal('<｜tool▁calls▁end｜>')]]));
     case 'kimi-k2':
-      return g.build(g.rule([[...g.literal('<|tool_calls_section_begin|>'), ...calls, ...g.literal('<|tool_calls_section_end|>')]]));
+      return g.build(g.rule([[...open('<|tool_calls_section_begin|>'), ...calls, ...g.literal('<|tool_calls_section_end|>')]]));
     case 'mistral':
-      return g.build(g.rule([[...g.literal('[TOOL_CALLS]['), ...calls, ...g.literal(']')]]));
+      return g.build(g.rule([[...open('[TOOL_CALLS]['), ...calls, ...g.literal(']')]]));
     default:
       return g.build(g.rule([calls]));
   }
@@ -177,40 +214,47 @@ export function toolCallProblem(call: Pick<ChatToolCallPart, 'name' | 'arguments
   return errors.length > 0 ? `the arguments do not match the tool's parameters: ${errors.join('; ')}` : undefined;
 }
 
-/** Per-model grammar state: the token set (built once) and compiled grammars (by key). */
+/** Per-model grammar state: the token sets (built once) and compiled grammars (by key). */
 export class ModelGrammars {
   #tokenizer: Tokenizer;
-  #tokens: Promise<NativeTokenSet> | undefined;
+  #tokens: [Promise<NativeTokenSet> | undefined, Promise<NativeTokenSet> | undefined] = [undefined, undefined];
   #compiled = new Map<string, NativeGrammar>();
 
   constructor(tokenizer: Tokenizer) {
     this.#tokenizer = tokenizer;
   }
 
-  /** The model's token bytes for grammar masks. Special and control tokens are never allowed by a grammar. */
-  tokenSet(): Promise<NativeTokenSet> {
-    if (!this.#tokens) {
-      const t = this.#tokenizer;
-      const n = t.vocabSize;
-      const parts: Uint8Array[] = [];
-      const offsets = new Uint32Array(n + 1);
-      const special = new Uint8Array(n);
-      let at = 0;
-      for (let id = 0; id < n; id++) {
-        const type = t.tokenType(id);
-        const plain = type === TokenType.Normal || type === TokenType.Byte;
-        special[id] = plain ? 0 : 1;
-        const bytes = plain ? t.tokenBytes(id) : new Uint8Array(0);
-        parts.push(bytes);
-        at += bytes.length;
-        offsets[id + 1] = at;
-      }
-      const all = new Uint8Array(at);
-      for (let id = 0, o = 0; id < n; o += parts[id]!.length, id++) all.set(parts[id]!, o);
-      const set = new (loadBinding().TokenSet)();
-      this.#tokens = set.build(all, offsets, special, Int32Array.from(t.eogTokens)).then(() => set);
+  /**
+   * The model's token bytes for grammar masks. Plain text (`generate`) leaves control tokens out of
+   * the output, so a grammar never allows them; chats show their text (`<tool_call>`,
+   * `<｜tool▁sep｜>`), so with `specialText` a grammar may produce a marker as the model's own
+   * special token. End-of-generation tokens are only ever allowed where the grammar can end.
+   */
+  tokenSet(specialText = false): Promise<NativeTokenSet> {
+    const slot = specialText ? 1 : 0;
+    const cached = this.#tokens[slot];
+    if (cached) return cached;
+    const t = this.#tokenizer;
+    const n = t.vocabSize;
+    const parts: Uint8Array[] = [];
+    const offsets = new Uint32Array(n + 1);
+    const special = new Uint8Array(n);
+    let at = 0;
+    for (let id = 0; id < n; id++) {
+      const type = t.tokenType(id);
+      const usable = type === TokenType.Normal || type === TokenType.Byte || (specialText && type !== TokenType.Unused);
+      special[id] = usable ? 0 : 1;
+      const bytes = usable ? t.tokenBytes(id) : new Uint8Array(0);
+      parts.push(bytes);
+      at += bytes.length;
+      offsets[id + 1] = at;
     }
-    return this.#tokens;
+    const all = new Uint8Array(at);
+    for (let id = 0, o = 0; id < n; o += parts[id]!.length, id++) all.set(parts[id]!, o);
+    const set = new (loadBinding().TokenSet)();
+    const built = set.build(all, offsets, special, Int32Array.from(t.eogTokens)).then(() => set);
+    this.#tokens[slot] = built;
+    return built;
   }
 
   /**
@@ -229,9 +273,9 @@ export class ModelGrammars {
     return grammar;
   }
 
-  /** A fresh matcher (the state of one generation) of a compiled grammar. */
-  async matcher(grammar: NativeGrammar): Promise<NativeGrammarMatcher> {
-    return new (loadBinding().GrammarMatcher)(grammar, await this.tokenSet());
+  /** A fresh matcher (the state of one generation) of a compiled grammar; see {@link tokenSet}. */
+  async matcher(grammar: NativeGrammar, specialText = false): Promise<NativeGrammarMatcher> {
+    return new (loadBinding().GrammarMatcher)(grammar, await this.tokenSet(specialText));
   }
 }
 

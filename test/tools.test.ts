@@ -7,7 +7,7 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { AbortError, BUILTIN_CHAT_TEMPLATES, loadModel, renderChatTemplate, runTools, type ChatFormat, type Model, type ToolDefinition } from '../lib/index.js';
-import { toolCallProblem } from '../lib/structured.js';
+import { toolCallProblem, toolCallTrigger } from '../lib/structured.js';
 import { tempDir } from './helpers/tmp.js';
 import { writeTinyMoe } from './helpers/tiny-moe.js';
 import type { VocabularyFamily } from './helpers/vocab.js';
@@ -142,6 +142,28 @@ describe.each(CASES)('tool calls: $label', ({ vocabulary, format, builtin, calls
     });
     await expect(run).rejects.toBeInstanceOf(AbortError);
     expect(chat.history.map((m) => m.role)).toEqual(['system', 'user', 'assistant']);
+  });
+
+  it("auto: once the model opens a tool call (here pushed by a logit bias), the grammar constrains the rest", async (ctx) => {
+    const trigger = toolCallTrigger(format)!;
+    const id = model.tokenizer.tokenId(trigger);
+    if (id === undefined) ctx.skip(); // the vocabulary spells this format's marker with several tokens
+    await using chat = model.createChat(chatOptions());
+    const tools = [{ name: 'get_weather', parameters: weatherSchema as never }];
+    // A random model would not end its turn by itself: a smaller bias on the end-of-generation tokens
+    // ends it once the grammar allows it (inside the call the grammar masks them).
+    const bias: Record<number, number> = { [id!]: 60 };
+    for (const eog of model.tokenizer.eogTokens) bias[eog] = 30;
+    const r = await chat.send('Weather in Lima?', { tools, toolChoice: 'auto', logitBias: bias, maxTokens: 400 }).final;
+    expect(r.rawFinishReason).toBe('eos');
+    expect(r.toolCallErrors).toEqual([]);
+    expect(r.toolCalls.length).toBeGreaterThanOrEqual(1);
+    for (const call of r.toolCalls) expect(toolCallProblem(call, tools)).toBeUndefined();
+    expect(r.finishReason).toBe('tool-calls');
+    // Without the grammar the same random model writes no valid call after the marker.
+    await using free = model.createChat({ ...chatOptions(), format: 'plain' });
+    const raw = await free.send('Weather in Lima?', { tools, toolChoice: 'auto', logitBias: { [id!]: 60 }, maxTokens: 60 }).final;
+    expect(raw.text.includes('"arguments"')).toBe(false);
   });
 
   it('{ name } forces exactly one call of that tool', async () => {

@@ -104,6 +104,7 @@ public:
                            {InstanceMethod<&MatcherHandle::is_complete>("isComplete"),
                             InstanceMethod<&MatcherHandle::can_continue>("canContinue"),
                             InstanceMethod<&MatcherHandle::accept_token>("acceptToken"),
+                            InstanceMethod<&MatcherHandle::accept_bytes>("acceptBytes"),
                             InstanceMethod<&MatcherHandle::reset>("reset")});
     }
 
@@ -129,6 +130,13 @@ private:
         if (info.Length() < 1 || !info[0].IsNumber()) throw Napi::TypeError::New(info.Env(), "acceptToken(token: number)");
         const int32_t token = info[0].As<Napi::Number>().Int32Value();
         return Napi::Boolean::New(info.Env(), call_engine(info.Env(), [&] { return matcher_->accept_token(token); }));
+    }
+    // acceptBytes(bytes: Uint8Array) → boolean: advances over text generated before the grammar took
+    // over (false, state unchanged, when the grammar cannot take it).
+    Napi::Value accept_bytes(const Napi::CallbackInfo& info) {
+        const auto bytes = typed_array<Napi::Uint8Array>(info, 0, napi_uint8_array, "acceptBytes(bytes: Uint8Array)");
+        return Napi::Boolean::New(info.Env(),
+                                  call_engine(info.Env(), [&] { return matcher_->accept_bytes(bytes.Data(), bytes.ElementLength()); }));
     }
     Napi::Value reset(const Napi::CallbackInfo& info) {
         matcher_->reset();
