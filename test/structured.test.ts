@@ -96,11 +96,23 @@ describe('JSON schema response format', () => {
       const prompt = model.tokenize('Answer in JSON:', { addBos: true });
       const results = await Promise.all(
         Array.from({ length: 50 }, (_, seed) =>
-          model.generate(prompt, { temperature: 1, topK: 0, topP: 1, minP: 0, seed, maxTokens: 600, responseFormat: { type: 'json_schema', schema } }).final,
+          model.generate(prompt, {
+            temperature: 1,
+            topK: 0,
+            topP: 1,
+            minP: 0,
+            seed,
+            maxTokens: 600,
+            // Seeds alternate: the generation ends where the grammar completes, or at the
+            // end-of-generation token the mask allows only then.
+            stopAtEndOfGeneration: seed % 2 === 0,
+            responseFormat: { type: 'json_schema', schema },
+          }).final,
         ),
       );
       for (const r of results) {
         expect(r.rawFinishReason, r.text).toMatch(/grammar-complete|eos/);
+        if (r.rawFinishReason === 'eos') expect(model.tokenizer.eogTokens.has(r.tokens.at(-1)!)).toBe(true);
         const value = JSON.parse(r.text) as unknown;
         expect(r.object).toEqual(value);
         expect(validate(value), `${r.text}: ${ajv.errorsText(validate.errors)}`).toBe(true);

@@ -1,6 +1,6 @@
 // Grammar IR parsing and validation, the vocabulary trie, and the shared pushdown automaton that
 // turns parser states into token masks. The design is summarized in grammar.h.
-#include "grammar/grammar.h"
+#include "grammar.h"
 
 #include <algorithm>
 #include <cstring>
@@ -9,7 +9,7 @@
 #include <string>
 #include <unordered_map>
 
-#include "common/error.h"
+#include "../common/error.h"
 
 namespace moe::grammar {
 

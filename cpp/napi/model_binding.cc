@@ -229,6 +229,10 @@ private:
                 out.Set("token", Napi::Number::New(env, r.token));
                 out.Set("probability", Napi::Number::New(env, r.probability));
                 out.Set("length", Napi::Number::New(env, r.length));
+                if (r.constrained) {
+                    out.Set("grammarComplete", Napi::Boolean::New(env, r.grammar_complete));
+                    out.Set("grammarCanContinue", Napi::Boolean::New(env, r.grammar_can_continue));
+                }
                 return out;
             });
     }
