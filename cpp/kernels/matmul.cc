@@ -82,6 +82,9 @@ struct DotPlan {
     // the rows of a batch four at a time and leaves the rest to its gemv).
     quant::VecDotFn dot_head = nullptr;
     int64_t n_head = 0;
+    // Four-row twins of dot / dot_head with the same per-output order (nullptr: none).
+    quant::VecDot4Fn dot4 = nullptr;
+    quant::VecDot4Fn dot4_head = nullptr;
 };
 
 std::string type_str(uint32_t type) { return quant::type_name(type); }
@@ -148,8 +151,10 @@ void select_llama_order(DotPlan& p, uint32_t type, int64_t n_out, int64_t n_toke
     const quant::VecDotKernels& k = quant::vec_dot_kernels_for(p.isa);
     if (repackable && n_out % 8 == 0 && k.repack[type]) {
         p.dot = k.repack[type];
+        p.dot4 = k.repack4[type];
         if (dense && k.repack_gemm[type]) {
             p.dot_head = k.repack_gemm[type];
+            p.dot4_head = k.repack_gemm4[type];
             p.n_head = n_tokens / 4 * 4;
         }
     } else if (dense && n_tokens >= 2 && k.tinyblas[type]) {
@@ -262,8 +267,22 @@ void dot_tile(const DotPlan& plan, const uint8_t* w, size_t row_bytes, int64_t n
         const int64_t th = std::min(t1, std::max(t0, plan.n_head));  // [t0, th): dot_head
         for (int64_t o = o0; o < o1; ++o) {
             const uint8_t* row = w + static_cast<size_t>(o) * row_bytes;
-            for (int64_t t = t0; t < th; ++t) y_rows[t][o] = plan.dot_head(n_in, row, act_rows[t]);
-            for (int64_t t = th; t < t1; ++t) y_rows[t][o] = dot(n_in, row, act_rows[t]);
+            float four[4];
+            int64_t t = t0;
+            if (plan.dot4_head) {
+                for (; t + 4 <= th; t += 4) {
+                    plan.dot4_head(n_in, row, reinterpret_cast<const void* const*>(act_rows + t), four);
+                    for (int r = 0; r < 4; ++r) y_rows[t + r][o] = four[r];
+                }
+            }
+            for (; t < th; ++t) y_rows[t][o] = plan.dot_head(n_in, row, act_rows[t]);
+            if (plan.dot4) {
+                for (; t + 4 <= t1; t += 4) {
+                    plan.dot4(n_in, row, reinterpret_cast<const void* const*>(act_rows + t), four);
+                    for (int r = 0; r < 4; ++r) y_rows[t + r][o] = four[r];
+                }
+            }
+            for (; t < t1; ++t) y_rows[t][o] = dot(n_in, row, act_rows[t]);
         }
     }
 }

@@ -33,6 +33,12 @@ namespace moe::quant {
 // format). n must be a multiple of the block sizes of both types; rows need no alignment.
 using VecDotFn = float (*)(int64_t n, const void* weight_row, const void* act_row);
 
+// The same dot of one weight row with four activation rows at once: out[r] is bit for bit what the
+// matching VecDotFn gives for act_rows[r] (every output keeps its own operation sequence); the
+// weight blocks are loaded and unpacked once for the four, which is what makes batched products
+// (a prompt's rows routed to one expert) cheaper.
+using VecDot4Fn = void (*)(int64_t n, const void* weight_row, const void* const* act_rows, float* out);
+
 struct VecDotKernels {
     VecDotFn dot[kGgmlTypeCount] = {};  // indexed by the weight type id
     // The same integer dots with the float accumulation of llama.cpp's other x86 CPU kernels, which
@@ -53,6 +59,10 @@ struct VecDotKernels {
     VecDotFn tinyblas[kGgmlTypeCount] = {};
     VecDotFn repack[kGgmlTypeCount] = {};
     VecDotFn repack_gemm[kGgmlTypeCount] = {};
+    // Four-row twins (VecDot4Fn) of repack / repack_gemm where a level has them (nullptr: use the
+    // one-row kernel).
+    VecDot4Fn repack4[kGgmlTypeCount] = {};
+    VecDot4Fn repack_gemm4[kGgmlTypeCount] = {};
 };
 
 // Quantizes n (a multiple of 32) floats to Q8_0 blocks as ggml's x86 CPU backend converts

@@ -370,6 +370,71 @@ float repack_q4_k(int64_t n, const void* wv, const void* av) {
     return _mm_cvtss_f32(acc) - _mm_cvtss_f32(acc_min);
 }
 
+// repack_q4_k for four activation rows: the weight block is loaded, unpacked and its scales
+// permuted once; each row then runs exactly repack_q4_k's integer and float steps, so out[r]
+// equals repack_q4_k<kPerPair>(n, wv, av[r]) bit for bit.
+template <bool kPerPair>
+void repack_q4_k_x4(int64_t n, const void* wv, const void* const* av, float* out) {
+    const uint8_t* x = bytes(wv);
+    const uint8_t* y[4] = {bytes(av[0]), bytes(av[1]), bytes(av[2]), bytes(av[3])};
+    const __m512i low4 = splat8(0x0F);
+    const __m512i pick[4] = {spread_i16(0, 2), spread_i16(1, 3), spread_i16(4, 6), spread_i16(5, 7)};
+    __m128 acc[4], acc_min[4];
+    for (int r = 0; r < 4; ++r) acc[r] = acc_min[r] = _mm_setzero_ps();
+    for (int64_t i = 0; i < n / kQKK; ++i, x += q4_k::kBytes) {
+        const float dw = f16_at(x + q4_k::kD), dminw = f16_at(x + q4_k::kDmin);
+        const __m256i sc_m = _mm256_cvtepu8_epi16(unpack_scale_min_k4_bytes(x + q4_k::kScales));
+        const __m128i mins16 = _mm256_extracti128_si256(sc_m, 1);
+        const __m512i scales = zext256(sc_m);
+        __m512i w_lo[2], w_hi[2], s_lo[2], s_hi[2];
+        for (int p = 0; p < 2; ++p) {
+            const __m512i q = load512(x + q4_k::kQs + 64 * p);
+            w_lo[p] = _mm512_and_si512(q, low4);
+            w_hi[p] = _mm512_and_si512(_mm512_srli_epi16(q, 4), low4);
+            s_lo[p] = _mm512_permutexvar_epi16(pick[2 * p], scales);
+            s_hi[p] = _mm512_permutexvar_epi16(pick[2 * p + 1], scales);
+        }
+        for (int r = 0; r < 4; ++r) {
+            const uint8_t* yr = y[r] + static_cast<size_t>(i) * q8_k::kBytes;
+            const float da = load_f32(yr + q8_k::kD);
+            const __m128 d = _mm_set_ss(dw * da);
+            const __m128 dmin = _mm_set_ss(dminw * da);
+            const __m128i bsum_pairs = _mm_hadd_epi16(load128(yr + q8_k::kBsums), load128(yr + q8_k::kBsums + 16));
+            const __m128i min_pairs = _mm_madd_epi16(mins16, bsum_pairs);
+            const uint8_t* qa = yr + q8_k::kQs;
+            __m512i t[2];
+            for (int p = 0; p < 2; ++p) {
+                const __m512i a_lo = concat256(load256(qa + 128 * p), load256(qa + 128 * p + 64));
+                const __m512i a_hi = concat256(load256(qa + 128 * p + 32), load256(qa + 128 * p + 96));
+                t[p] = _mm512_add_epi32(_mm512_madd_epi16(s_lo[p], _mm512_maddubs_epi16(w_lo[p], a_lo)),
+                                        _mm512_madd_epi16(s_hi[p], _mm512_maddubs_epi16(w_hi[p], a_hi)));
+            }
+            if (kPerPair) {
+                const __m256i p0 = _mm512_castsi512_si256(t[0]), p1 = _mm512_extracti64x4_epi64(t[0], 1);
+                const __m256i p2 = _mm512_castsi512_si256(t[1]), p3 = _mm512_extracti64x4_epi64(t[1], 1);
+                const __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(p0, p1), _mm256_hadd_epi32(p2, p3));
+                const __m128 sums = _mm_cvtepi32_ps(_mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1)));
+                const __m128 mins = _mm_cvtepi32_ps(min_pairs);
+                acc[r] = _mm_fmadd_ss(sums, d, acc[r]);
+                acc_min[r] = _mm_fmadd_ss(mins, dmin, acc_min[r]);
+                acc[r] = _mm_fmadd_ss(_mm_shuffle_ps(sums, sums, 0x55), d, acc[r]);
+                acc_min[r] = _mm_fmadd_ss(_mm_shuffle_ps(mins, mins, 0x55), dmin, acc_min[r]);
+                acc[r] = _mm_fmadd_ss(_mm_shuffle_ps(sums, sums, 0xAA), d, acc[r]);
+                acc_min[r] = _mm_fmadd_ss(_mm_shuffle_ps(mins, mins, 0xAA), dmin, acc_min[r]);
+                acc[r] = _mm_fmadd_ss(_mm_shuffle_ps(sums, sums, 0xFF), d, acc[r]);
+                acc_min[r] = _mm_fmadd_ss(_mm_shuffle_ps(mins, mins, 0xFF), dmin, acc_min[r]);
+            } else {
+                const int32_t sum = _mm512_reduce_add_epi32(_mm512_add_epi32(t[0], t[1]));
+                __m128i m = _mm_add_epi32(min_pairs, _mm_shuffle_epi32(min_pairs, 0x4E));
+                m = _mm_add_epi32(m, _mm_shuffle_epi32(m, 0xB1));
+                acc[r] = _mm_fmadd_ss(_mm_cvtsi32_ss(_mm_setzero_ps(), sum), d, acc[r]);
+                acc_min[r] = _mm_fmadd_ss(_mm_cvtepi32_ps(m), dmin, acc_min[r]);
+            }
+        }
+    }
+    for (int r = 0; r < 4; ++r) out[r] = _mm_cvtss_f32(acc[r]) - _mm_cvtss_f32(acc_min[r]);
+}
+
 // Q6_K: per half h (128 elements), the 64 bytes ql hold elements 0..63 in their low nibbles and
 // 64..127 in their high nibbles (contiguous, matching the activation bytes); the two high bits of
 // element l + 32t come from bits 2t..2t+1 of qh[l]. The code bias 32 is removed through the bsums:
@@ -530,6 +595,8 @@ void fill_avx512_vec_dot(VecDotKernels& k) {
     // Repacked Q4_K takes llama.cpp's gemv / gemm order, so its faster integer part may be used.
     k.repack[static_cast<uint32_t>(GgmlType::Q4_K)] = repack_q4_k<false>;
     k.repack_gemm[static_cast<uint32_t>(GgmlType::Q4_K)] = repack_q4_k<true>;
+    k.repack4[static_cast<uint32_t>(GgmlType::Q4_K)] = repack_q4_k_x4<false>;
+    k.repack_gemm4[static_cast<uint32_t>(GgmlType::Q4_K)] = repack_q4_k_x4<true>;
     (void)&dot_q45_k<false>;
     (void)&dot_q45_k<true>;
     (void)&dot_q6_k;

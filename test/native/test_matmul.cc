@@ -599,6 +599,39 @@ TEST_CASE("tinyBLAS and repacked-kernel dots follow llama.cpp's float orders bit
     CHECK(!x86 || checked > 0);
 }
 
+TEST_CASE("four-row kernels equal their one-row kernels bit for bit, row by row") {
+    Rng rng(777);
+    int checked = 0;
+    for (Isa isa : simd_levels()) {
+        const q::VecDotKernels& kt = q::vec_dot_kernels_for(isa);
+        for (uint32_t w = 0; w < q::kGgmlTypeCount; ++w) {
+            const std::pair<q::VecDot4Fn, q::VecDotFn> pairs[] = {{kt.repack4[w], kt.repack[w]}, {kt.repack_gemm4[w], kt.repack_gemm[w]}};
+            for (const auto& [four, one] : pairs) {
+                if (!four) continue;
+                CHECK_MSG(one != nullptr, "%s on %s: a four-row kernel without its one-row kernel", name(w), moe::cpu::isa_name(isa));
+                const uint32_t a = q::vec_dot_type(w);
+                for (int64_t n : {256, 2048}) {
+                    for (int rep = 0; rep < 8; ++rep) {
+                        const std::vector<uint8_t> wrow = random_weight_bytes(w, n, rng);
+                        std::vector<std::vector<uint8_t>> arows;
+                        for (int r = 0; r < 4; ++r) arows.push_back(random_act_codes(a, n, rng, rep == 0 && r == 1));
+                        const void* ptrs[4] = {arows[0].data(), arows[1].data(), arows[2].data(), arows[3].data()};
+                        float out[4];
+                        four(n, wrow.data(), ptrs, out);
+                        for (int r = 0; r < 4; ++r) {
+                            const float want = one(n, wrow.data(), ptrs[r]);
+                            ++checked;
+                            CHECK_MSG(out[r] == want || (std::isnan(out[r]) && std::isnan(want)), "%s on %s n=%lld row %d: %.9g vs %.9g",
+                                      name(w), moe::cpu::isa_name(isa), static_cast<long long>(n), r, out[r], want);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    CHECK(!moe::cpu::isa_supported(Isa::Avx512) || checked > 0);
+}
+
 TEST_CASE("x86 activation quantizer: 127 / amax and round half to even, unlike the weight quantizer") {
     // amax = 127 makes the multiplier exactly 1, so k + 0.5 is a tie: x86 rounds it to even, the
     // reference (weight) quantizer away from zero.
