@@ -151,14 +151,21 @@ void select_llama_order(DotPlan& p, uint32_t type, int64_t n_out, int64_t n_toke
     const quant::VecDotKernels& k = quant::vec_dot_kernels_for(p.isa);
     if (repackable && n_out % 8 == 0 && k.repack[type]) {
         p.dot = k.repack[type];
-        p.dot4 = k.repack4[type];
         if (dense && k.repack_gemm[type]) {
             p.dot_head = k.repack_gemm[type];
-            p.dot4_head = k.repack_gemm4[type];
             p.n_head = n_tokens / 4 * 4;
         }
     } else if (dense && n_tokens >= 2 && k.tinyblas[type]) {
         p.dot = k.tinyblas[type];
+    }
+}
+
+// The four-row kernels whose one-row twins are exactly the plan's dot / dot_head.
+void pair_four_row_kernels(DotPlan& p, uint32_t type) {
+    const quant::VecDotKernels& k = quant::vec_dot_kernels_for(p.isa);
+    for (const quant::Dot4& d : {k.dot4[type], k.repack4[type], k.repack_gemm4[type]}) {
+        if (d.four && d.one == p.dot) p.dot4 = d.four;
+        if (d.four && p.dot_head && d.one == p.dot_head) p.dot4_head = d.four;
     }
 }
 
@@ -362,6 +369,7 @@ DotPlan dense_plan(const WeightMatrix& w, int64_t n_tokens, cpu::Isa isa, const 
         plan.half_gemm = w.n_in % (plan.bf16dp ? 32 : simd_width(isa)) == 0;
     }
     select_llama_order(plan, w.type, w.n_out, n_tokens, true, !w.slice_of_3d);
+    pair_four_row_kernels(plan, w.type);
     return plan;
 }
 
@@ -456,6 +464,7 @@ void experts_impl(const char* kOp, const ExpertMatrix& w, const ExpertMatrix* up
                   int64_t y_stride, runtime::ThreadPool& pool, cpu::Isa isa) {
     DotPlan plan = plan_for(w.type, w.n_in, w.n_out, w.row_bytes, isa, kOp);
     select_llama_order(plan, w.type, w.n_out, n_rows, false);
+    pair_four_row_kernels(plan, w.type);
     check_buffer(n_rows >= 0, kOp, "negative row count");
     check_buffer(w.n_expert > 0, kOp, "no experts");
     check_buffer(w.expert_bytes >= static_cast<size_t>(w.n_out) * w.row_bytes, kOp,

@@ -39,6 +39,14 @@ using VecDotFn = float (*)(int64_t n, const void* weight_row, const void* act_ro
 // (a prompt's rows routed to one expert) cheaper.
 using VecDot4Fn = void (*)(int64_t n, const void* weight_row, const void* const* act_rows, float* out);
 
+// A four-row kernel and the one-row kernel whose order it reproduces: callers use `four` only where
+// they would call exactly `one`, so a level that replaces a one-row kernel can never be paired with
+// an inherited four-row kernel of another order.
+struct Dot4 {
+    VecDot4Fn four = nullptr;
+    VecDotFn one = nullptr;
+};
+
 struct VecDotKernels {
     VecDotFn dot[kGgmlTypeCount] = {};  // indexed by the weight type id
     // The same integer dots with the float accumulation of llama.cpp's other x86 CPU kernels, which
@@ -59,10 +67,10 @@ struct VecDotKernels {
     VecDotFn tinyblas[kGgmlTypeCount] = {};
     VecDotFn repack[kGgmlTypeCount] = {};
     VecDotFn repack_gemm[kGgmlTypeCount] = {};
-    // Four-row twins (VecDot4Fn) of repack / repack_gemm where a level has them (nullptr: use the
-    // one-row kernel).
-    VecDot4Fn repack4[kGgmlTypeCount] = {};
-    VecDot4Fn repack_gemm4[kGgmlTypeCount] = {};
+    // Four-row twins of dot / repack / repack_gemm where a level has them.
+    Dot4 dot4[kGgmlTypeCount] = {};
+    Dot4 repack4[kGgmlTypeCount] = {};
+    Dot4 repack_gemm4[kGgmlTypeCount] = {};
 };
 
 // Quantizes n (a multiple of 32) floats to Q8_0 blocks as ggml's x86 CPU backend converts

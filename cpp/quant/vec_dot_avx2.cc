@@ -528,6 +528,49 @@ float dot_q6_k(int64_t n, const void* wv, const void* av) {
     return hsum256(acc);
 }
 
+// dot_q6_k for four activation rows: each block's codes are rebuilt once; per row, the integer sum
+// (exact whatever its order) and the float steps are dot_q6_k's, so out[r] equals it bit for bit.
+void dot_q6_k_x4(int64_t n, const void* wv, const void* const* av, float* out) {
+    const uint8_t* x = bytes(wv);
+    const uint8_t* y[4] = {bytes(av[0]), bytes(av[1]), bytes(av[2]), bytes(av[3])};
+    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    const __m256i low4 = splat8(0x0F);
+    for (int64_t i = 0; i < n / kQKK; ++i, x += q6_k::kBytes) {
+        const float dw = f16_at(x + q6_k::kD);
+        const __m128i scales = load128(x + q6_k::kScales);
+        const __m256i scales16 = _mm256_cvtepi8_epi16(scales);
+        __m256i sumi[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256()};
+        for (int h = 0; h < 2; ++h) {
+            const __m256i qh = load256(x + q6_k::kQh + 32 * h);
+            const __m256i l1 = load256(x + q6_k::kQl + 64 * h);
+            const __m256i l2 = load256(x + q6_k::kQl + 64 * h + 32);
+            const __m256i q[4] = {
+                _mm256_or_si256(_mm256_and_si256(l1, low4), _mm256_slli_epi16(_mm256_and_si256(qh, splat8(0x03)), 4)),
+                _mm256_or_si256(_mm256_and_si256(l2, low4), _mm256_slli_epi16(_mm256_and_si256(qh, splat8(0x0C)), 2)),
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), low4), _mm256_and_si256(qh, splat8(0x30))),
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l2, 4), low4),
+                                _mm256_and_si256(_mm256_srli_epi16(qh, 2), splat8(0x30))),
+            };
+            for (int t = 0; t < 4; ++t) {
+                const __m256i sc = scale_pair_i16(scales, 8 * h + 2 * t);
+                for (int r = 0; r < 4; ++r) {
+                    const uint8_t* qa = y[r] + static_cast<size_t>(i) * q8_k::kBytes + q8_k::kQs;
+                    const __m256i p = _mm256_maddubs_epi16(q[t], load256(qa + 128 * h + 32 * t));
+                    sumi[r] = _mm256_add_epi32(sumi[r], _mm256_madd_epi16(sc, p));
+                }
+            }
+        }
+        for (int r = 0; r < 4; ++r) {
+            const uint8_t* yr = y[r] + static_cast<size_t>(i) * q8_k::kBytes;
+            const float d = dw * load_f32(yr + q8_k::kD);
+            const __m256i bias = _mm256_madd_epi16(scales16, load256(yr + q8_k::kBsums));
+            const __m256i s = _mm256_sub_epi32(sumi[r], _mm256_slli_epi32(bias, 5));
+            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(s), acc[r]);
+        }
+    }
+    for (int r = 0; r < 4; ++r) out[r] = hsum256(acc[r]);
+}
+
 float dot_q2_k(int64_t n, const void* wv, const void* av) {
     const uint8_t* x = bytes(wv);
     const uint8_t* y = bytes(av);
@@ -616,6 +659,7 @@ void fill_avx2_vec_dot(VecDotKernels& k) {
     set(GgmlType::Q4_K, dot_q45_k<false>);
     set(GgmlType::Q5_K, dot_q45_k<true>);
     set(GgmlType::Q6_K, dot_q6_k);
+    k.dot4[static_cast<uint32_t>(GgmlType::Q6_K)] = {dot_q6_k_x4, dot_q6_k};
 }
 
 }  // namespace moe::quant

@@ -595,8 +595,8 @@ void fill_avx512_vec_dot(VecDotKernels& k) {
     // Repacked Q4_K takes llama.cpp's gemv / gemm order, so its faster integer part may be used.
     k.repack[static_cast<uint32_t>(GgmlType::Q4_K)] = repack_q4_k<false>;
     k.repack_gemm[static_cast<uint32_t>(GgmlType::Q4_K)] = repack_q4_k<true>;
-    k.repack4[static_cast<uint32_t>(GgmlType::Q4_K)] = repack_q4_k_x4<false>;
-    k.repack_gemm4[static_cast<uint32_t>(GgmlType::Q4_K)] = repack_q4_k_x4<true>;
+    k.repack4[static_cast<uint32_t>(GgmlType::Q4_K)] = {repack_q4_k_x4<false>, repack_q4_k<false>};
+    k.repack_gemm4[static_cast<uint32_t>(GgmlType::Q4_K)] = {repack_q4_k_x4<true>, repack_q4_k<true>};
     (void)&dot_q45_k<false>;
     (void)&dot_q45_k<true>;
     (void)&dot_q6_k;

@@ -605,8 +605,9 @@ TEST_CASE("four-row kernels equal their one-row kernels bit for bit, row by row"
     for (Isa isa : simd_levels()) {
         const q::VecDotKernels& kt = q::vec_dot_kernels_for(isa);
         for (uint32_t w = 0; w < q::kGgmlTypeCount; ++w) {
-            const std::pair<q::VecDot4Fn, q::VecDotFn> pairs[] = {{kt.repack4[w], kt.repack[w]}, {kt.repack_gemm4[w], kt.repack_gemm[w]}};
-            for (const auto& [four, one] : pairs) {
+            for (const q::Dot4& pair : {kt.dot4[w], kt.repack4[w], kt.repack_gemm4[w]}) {
+                const q::VecDot4Fn four = pair.four;
+                const q::VecDotFn one = pair.one;
                 if (!four) continue;
                 CHECK_MSG(one != nullptr, "%s on %s: a four-row kernel without its one-row kernel", name(w), moe::cpu::isa_name(isa));
                 const uint32_t a = q::vec_dot_type(w);
