@@ -494,11 +494,23 @@ float repack_q4_k(int64_t n, const void* wv, const void* av) {
     return _mm_cvtss_f32(acc) - _mm_cvtss_f32(acc_min);
 }
 
+// The 6-bit codes of half h (128 elements) of a Q6_K block, as four 32-byte groups in activation
+// order (see the layout comment above).
+static inline void q6_k_codes(const uint8_t* x, int h, __m256i q[4]) {
+    const __m256i low4 = splat8(0x0F);
+    const __m256i qh = load256(x + q6_k::kQh + 32 * h);
+    const __m256i l1 = load256(x + q6_k::kQl + 64 * h);
+    const __m256i l2 = load256(x + q6_k::kQl + 64 * h + 32);
+    q[0] = _mm256_or_si256(_mm256_and_si256(l1, low4), _mm256_slli_epi16(_mm256_and_si256(qh, splat8(0x03)), 4));
+    q[1] = _mm256_or_si256(_mm256_and_si256(l2, low4), _mm256_slli_epi16(_mm256_and_si256(qh, splat8(0x0C)), 2));
+    q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), low4), _mm256_and_si256(qh, splat8(0x30)));
+    q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l2, 4), low4), _mm256_and_si256(_mm256_srli_epi16(qh, 2), splat8(0x30)));
+}
+
 float dot_q6_k(int64_t n, const void* wv, const void* av) {
     const uint8_t* x = bytes(wv);
     const uint8_t* y = bytes(av);
     __m256 acc = _mm256_setzero_ps();
-    const __m256i low4 = splat8(0x0F);
     for (int64_t i = 0; i < n / kQKK; ++i, x += q6_k::kBytes, y += q8_k::kBytes) {
         const float d = f16_at(x + q6_k::kD) * load_f32(y + q8_k::kD);
         const __m128i scales = load128(x + q6_k::kScales);
@@ -507,16 +519,8 @@ float dot_q6_k(int64_t n, const void* wv, const void* av) {
         const uint8_t* qa = y + q8_k::kQs;
         __m256i sumi = _mm256_setzero_si256();
         for (int h = 0; h < 2; ++h) {
-            const __m256i qh = load256(x + q6_k::kQh + 32 * h);
-            const __m256i l1 = load256(x + q6_k::kQl + 64 * h);
-            const __m256i l2 = load256(x + q6_k::kQl + 64 * h + 32);
-            const __m256i q[4] = {
-                _mm256_or_si256(_mm256_and_si256(l1, low4), _mm256_slli_epi16(_mm256_and_si256(qh, splat8(0x03)), 4)),
-                _mm256_or_si256(_mm256_and_si256(l2, low4), _mm256_slli_epi16(_mm256_and_si256(qh, splat8(0x0C)), 2)),
-                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), low4), _mm256_and_si256(qh, splat8(0x30))),
-                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l2, 4), low4),
-                                _mm256_and_si256(_mm256_srli_epi16(qh, 2), splat8(0x30))),
-            };
+            __m256i q[4];
+            q6_k_codes(x, h, q);
             for (int t = 0; t < 4; ++t) {
                 const __m256i p = _mm256_maddubs_epi16(q[t], load256(qa + 128 * h + 32 * t));
                 sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(scale_pair_i16(scales, 8 * h + 2 * t), p));
@@ -534,23 +538,14 @@ void dot_q6_k_x4(int64_t n, const void* wv, const void* const* av, float* out) {
     const uint8_t* x = bytes(wv);
     const uint8_t* y[4] = {bytes(av[0]), bytes(av[1]), bytes(av[2]), bytes(av[3])};
     __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
-    const __m256i low4 = splat8(0x0F);
     for (int64_t i = 0; i < n / kQKK; ++i, x += q6_k::kBytes) {
         const float dw = f16_at(x + q6_k::kD);
         const __m128i scales = load128(x + q6_k::kScales);
         const __m256i scales16 = _mm256_cvtepi8_epi16(scales);
         __m256i sumi[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256()};
         for (int h = 0; h < 2; ++h) {
-            const __m256i qh = load256(x + q6_k::kQh + 32 * h);
-            const __m256i l1 = load256(x + q6_k::kQl + 64 * h);
-            const __m256i l2 = load256(x + q6_k::kQl + 64 * h + 32);
-            const __m256i q[4] = {
-                _mm256_or_si256(_mm256_and_si256(l1, low4), _mm256_slli_epi16(_mm256_and_si256(qh, splat8(0x03)), 4)),
-                _mm256_or_si256(_mm256_and_si256(l2, low4), _mm256_slli_epi16(_mm256_and_si256(qh, splat8(0x0C)), 2)),
-                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), low4), _mm256_and_si256(qh, splat8(0x30))),
-                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l2, 4), low4),
-                                _mm256_and_si256(_mm256_srli_epi16(qh, 2), splat8(0x30))),
-            };
+            __m256i q[4];
+            q6_k_codes(x, h, q);
             for (int t = 0; t < 4; ++t) {
                 const __m256i sc = scale_pair_i16(scales, 8 * h + 2 * t);
                 for (int r = 0; r < 4; ++r) {

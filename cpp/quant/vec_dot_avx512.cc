@@ -313,6 +313,35 @@ float dot_q45_k(int64_t n, const void* wv, const void* av) {
     return hsum512(acc) - hsum128(acc_min);
 }
 
+// The float steps of one Q4_K block in the repacked kernels' orders: t[p] holds the scaled integer
+// sums of sub-block pairs (low / high 256 bits), min_pairs the scaled min products; the gemm order
+// (kPerPair) adds one fused multiply-add per pair of sub-blocks, the gemv order one per block.
+template <bool kPerPair>
+static inline void q4_k_block_float_steps(const __m512i t[2], __m128i min_pairs, __m128 d, __m128 dmin, __m128& acc,
+                                          __m128& acc_min) {
+    if (kPerPair) {
+        const __m256i p0 = _mm512_castsi512_si256(t[0]), p1 = _mm512_extracti64x4_epi64(t[0], 1);
+        const __m256i p2 = _mm512_castsi512_si256(t[1]), p3 = _mm512_extracti64x4_epi64(t[1], 1);
+        const __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(p0, p1), _mm256_hadd_epi32(p2, p3));
+        const __m128 sums = _mm_cvtepi32_ps(_mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1)));
+        const __m128 mins = _mm_cvtepi32_ps(min_pairs);
+        acc = _mm_fmadd_ss(sums, d, acc);
+        acc_min = _mm_fmadd_ss(mins, dmin, acc_min);
+        acc = _mm_fmadd_ss(_mm_shuffle_ps(sums, sums, 0x55), d, acc);
+        acc_min = _mm_fmadd_ss(_mm_shuffle_ps(mins, mins, 0x55), dmin, acc_min);
+        acc = _mm_fmadd_ss(_mm_shuffle_ps(sums, sums, 0xAA), d, acc);
+        acc_min = _mm_fmadd_ss(_mm_shuffle_ps(mins, mins, 0xAA), dmin, acc_min);
+        acc = _mm_fmadd_ss(_mm_shuffle_ps(sums, sums, 0xFF), d, acc);
+        acc_min = _mm_fmadd_ss(_mm_shuffle_ps(mins, mins, 0xFF), dmin, acc_min);
+    } else {
+        const int32_t sum = _mm512_reduce_add_epi32(_mm512_add_epi32(t[0], t[1]));
+        __m128i m = _mm_add_epi32(min_pairs, _mm_shuffle_epi32(min_pairs, 0x4E));
+        m = _mm_add_epi32(m, _mm_shuffle_epi32(m, 0xB1));
+        acc = _mm_fmadd_ss(_mm_cvtsi32_ss(_mm_setzero_ps(), sum), d, acc);
+        acc_min = _mm_fmadd_ss(_mm_cvtepi32_ps(m), dmin, acc_min);
+    }
+}
+
 // Repacked Q4_K in llama.cpp's gemv (kPerPair false) / gemm (true) float order (see
 // VecDotKernels::repack in vec_dot.h and repack_q4_k in vec_dot_avx2.cc, which this equals bit for
 // bit): the integer sums come from the 512-bit code path of dot_q45_k, the float steps are the
@@ -345,27 +374,7 @@ float repack_q4_k(int64_t n, const void* wv, const void* av) {
             t[p] = _mm512_add_epi32(_mm512_madd_epi16(_mm512_permutexvar_epi16(pick[2 * p], scales), _mm512_maddubs_epi16(w_lo, a_lo)),
                                     _mm512_madd_epi16(_mm512_permutexvar_epi16(pick[2 * p + 1], scales), _mm512_maddubs_epi16(w_hi, a_hi)));
         }
-        if (kPerPair) {
-            const __m256i p0 = _mm512_castsi512_si256(t[0]), p1 = _mm512_extracti64x4_epi64(t[0], 1);
-            const __m256i p2 = _mm512_castsi512_si256(t[1]), p3 = _mm512_extracti64x4_epi64(t[1], 1);
-            const __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(p0, p1), _mm256_hadd_epi32(p2, p3));
-            const __m128 sums = _mm_cvtepi32_ps(_mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1)));
-            const __m128 mins = _mm_cvtepi32_ps(min_pairs);
-            acc = _mm_fmadd_ss(sums, d, acc);
-            acc_min = _mm_fmadd_ss(mins, dmin, acc_min);
-            acc = _mm_fmadd_ss(_mm_shuffle_ps(sums, sums, 0x55), d, acc);
-            acc_min = _mm_fmadd_ss(_mm_shuffle_ps(mins, mins, 0x55), dmin, acc_min);
-            acc = _mm_fmadd_ss(_mm_shuffle_ps(sums, sums, 0xAA), d, acc);
-            acc_min = _mm_fmadd_ss(_mm_shuffle_ps(mins, mins, 0xAA), dmin, acc_min);
-            acc = _mm_fmadd_ss(_mm_shuffle_ps(sums, sums, 0xFF), d, acc);
-            acc_min = _mm_fmadd_ss(_mm_shuffle_ps(mins, mins, 0xFF), dmin, acc_min);
-        } else {
-            const int32_t sum = _mm512_reduce_add_epi32(_mm512_add_epi32(t[0], t[1]));
-            __m128i m = _mm_add_epi32(min_pairs, _mm_shuffle_epi32(min_pairs, 0x4E));
-            m = _mm_add_epi32(m, _mm_shuffle_epi32(m, 0xB1));
-            acc = _mm_fmadd_ss(_mm_cvtsi32_ss(_mm_setzero_ps(), sum), d, acc);
-            acc_min = _mm_fmadd_ss(_mm_cvtepi32_ps(m), dmin, acc_min);
-        }
+        q4_k_block_float_steps<kPerPair>(t, min_pairs, d, dmin, acc, acc_min);
     }
     return _mm_cvtss_f32(acc) - _mm_cvtss_f32(acc_min);
 }
@@ -409,27 +418,7 @@ void repack_q4_k_x4(int64_t n, const void* wv, const void* const* av, float* out
                 t[p] = _mm512_add_epi32(_mm512_madd_epi16(s_lo[p], _mm512_maddubs_epi16(w_lo[p], a_lo)),
                                         _mm512_madd_epi16(s_hi[p], _mm512_maddubs_epi16(w_hi[p], a_hi)));
             }
-            if (kPerPair) {
-                const __m256i p0 = _mm512_castsi512_si256(t[0]), p1 = _mm512_extracti64x4_epi64(t[0], 1);
-                const __m256i p2 = _mm512_castsi512_si256(t[1]), p3 = _mm512_extracti64x4_epi64(t[1], 1);
-                const __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(p0, p1), _mm256_hadd_epi32(p2, p3));
-                const __m128 sums = _mm_cvtepi32_ps(_mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1)));
-                const __m128 mins = _mm_cvtepi32_ps(min_pairs);
-                acc[r] = _mm_fmadd_ss(sums, d, acc[r]);
-                acc_min[r] = _mm_fmadd_ss(mins, dmin, acc_min[r]);
-                acc[r] = _mm_fmadd_ss(_mm_shuffle_ps(sums, sums, 0x55), d, acc[r]);
-                acc_min[r] = _mm_fmadd_ss(_mm_shuffle_ps(mins, mins, 0x55), dmin, acc_min[r]);
-                acc[r] = _mm_fmadd_ss(_mm_shuffle_ps(sums, sums, 0xAA), d, acc[r]);
-                acc_min[r] = _mm_fmadd_ss(_mm_shuffle_ps(mins, mins, 0xAA), dmin, acc_min[r]);
-                acc[r] = _mm_fmadd_ss(_mm_shuffle_ps(sums, sums, 0xFF), d, acc[r]);
-                acc_min[r] = _mm_fmadd_ss(_mm_shuffle_ps(mins, mins, 0xFF), dmin, acc_min[r]);
-            } else {
-                const int32_t sum = _mm512_reduce_add_epi32(_mm512_add_epi32(t[0], t[1]));
-                __m128i m = _mm_add_epi32(min_pairs, _mm_shuffle_epi32(min_pairs, 0x4E));
-                m = _mm_add_epi32(m, _mm_shuffle_epi32(m, 0xB1));
-                acc[r] = _mm_fmadd_ss(_mm_cvtsi32_ss(_mm_setzero_ps(), sum), d, acc[r]);
-                acc_min[r] = _mm_fmadd_ss(_mm_cvtepi32_ps(m), dmin, acc_min[r]);
-            }
+            q4_k_block_float_steps<kPerPair>(t, min_pairs, d, dmin, acc[r], acc_min[r]);
         }
     }
     for (int r = 0; r < 4; ++r) out[r] = _mm_cvtss_f32(acc[r]) - _mm_cvtss_f32(acc_min[r]);
