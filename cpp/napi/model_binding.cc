@@ -141,12 +141,7 @@ private:
     Napi::Value evaluate(const Napi::CallbackInfo& info) {
         Napi::Env env = info.Env();
         auto sequence = live(env);
-        if (info.Length() < 1 || !info[0].IsTypedArray() ||
-            info[0].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) {
-            throw Napi::TypeError::New(env, "tokens must be an Int32Array");
-        }
-        Napi::Int32Array js_tokens = info[0].As<Napi::Int32Array>();
-        std::vector<int32_t> tokens(js_tokens.Data(), js_tokens.Data() + js_tokens.ElementLength());
+        std::vector<int32_t> tokens = int32_argument(info, 0, "evaluate(tokens, allLogits, cancel?)");
         const bool all_logits = info.Length() > 1 && info[1].ToBoolean().Value();
         auto cancel = info.Length() > 2 ? cancel_argument(info[2]) : nullptr;
         struct Result {
@@ -188,12 +183,8 @@ private:
     Napi::Value step(const Napi::CallbackInfo& info) {
         Napi::Env env = info.Env();
         auto sequence = live(env);
-        if (info.Length() < 2 || !info[0].IsTypedArray() ||
-            info[0].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) {
-            throw Napi::TypeError::New(env, "step(tokens: Int32Array, sampler)");
-        }
-        Napi::Int32Array js_tokens = info[0].As<Napi::Int32Array>();
-        std::vector<int32_t> tokens(js_tokens.Data(), js_tokens.Data() + js_tokens.ElementLength());
+        std::vector<int32_t> tokens = int32_argument(info, 0, "step(tokens, sampler, cancel?, grammar?)");
+        if (info.Length() < 2) throw Napi::TypeError::New(env, "step(tokens, sampler, cancel?, grammar?): a Sampler is needed");
         auto sampler = sampler_of(info[1]);
         auto cancel = info.Length() > 2 ? cancel_argument(info[2]) : nullptr;
         std::shared_ptr<grammar::Matcher> matcher;
