@@ -6,12 +6,13 @@
 // node-moe: N concurrent model.generate calls. llama.cpp: one context with N sequences evaluating concurrently
 // (node-llama-cpp batches their decodes). Prints a markdown table and a JSON line of medians and ratios.
 //   node bench/concurrency.mjs [--levels 1,4,16 --runs 3 --threads 2 --prompt 32 --gen 32 --layers 2 --model path.gguf]
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { getLlama } from 'node-llama-cpp';
 import { getCpuInfo, loadModel, readGgufInfo } from '../dist/index.js';
+import { cpuBusyShare } from './machine.mjs';
 import { generateModel } from './model.mjs';
 
 const { values: args } = parseArgs({
@@ -120,20 +121,6 @@ async function benchLlamaCpp(levelsToRun) {
   return out;
 }
 
-// Share of the CPUs other processes used over one second before the start (Linux; null elsewhere). The load
-// average would still count a benchmark that just ended (npm run bench runs run.mjs first).
-async function cpuBusyShare() {
-  const sample = () => {
-    try {
-      const f = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1, 9).map(Number);
-      return { total: f.reduce((a, b) => a + b, 0), idle: f[3] + f[4] };
-    } catch { return null; }
-  };
-  const a = sample();
-  await new Promise((resolve) => setTimeout(resolve, 1000));
-  const b = sample();
-  return a && b && b.total > a.total ? 1 - (b.idle - a.idle) / (b.total - a.total) : null;
-}
 const busyBefore = await cpuBusyShare();
 const started = performance.now();
 // Warm-up: page cache, thread start.

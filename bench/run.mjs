@@ -24,6 +24,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { cpuTimes } from './machine.mjs';
 
 const SELF = fileURLToPath(import.meta.url);
 
@@ -76,14 +77,6 @@ const median = (xs) => {
   return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 };
 
-/** Jiffies the whole machine spent busy (and in total), from /proc/stat; null elsewhere. */
-function cpuTimes() {
-  try {
-    const f = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1, 9).map(Number);
-    const total = f.reduce((a, b) => a + b, 0);
-    return { total, busy: total - f[3] - f[4] };
-  } catch { return null; }
-}
 const CLK_TCK = 100; // USER_HZ of /proc/stat on Linux
 const loadavg = () => { try { return readFileSync('/proc/loadavg', 'utf8').trim().split(/\s+/).slice(0, 3).map(Number); } catch { return null; } };
 

@@ -15,11 +15,12 @@
 // the vocabulary's token trie built, once per model) is reported as its first token's extra latency.
 // Prints a markdown table and a JSON line.
 //   node bench/structured.mjs [--runs 5 --threads 2 --tokens 64 --prompt 32 --layers 2 --models synthetic,qwen3]
-import { existsSync, mkdirSync, readFileSync, renameSync } from 'node:fs';
+import { existsSync, mkdirSync, renameSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { getCpuInfo, loadModel, readGgufInfo } from '../dist/index.js';
+import { cpuBusyShare } from './machine.mjs';
 import { CACHE_DIR, SHAPE, generateModel } from './model.mjs';
 import { family, ggufMetadata } from './vocab.mjs';
 
@@ -189,20 +190,6 @@ async function benchModel(name) {
   }
 }
 
-// Share of the CPUs other processes used over one second before the start (Linux; null elsewhere), as
-// bench/concurrency.mjs: a busy machine makes every ms/token here noisy.
-async function cpuBusyShare() {
-  const sample = () => {
-    try {
-      const f = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1, 9).map(Number);
-      return { total: f.reduce((a, b) => a + b, 0), idle: f[3] + f[4] };
-    } catch { return null; }
-  };
-  const a = sample();
-  await new Promise((resolve) => setTimeout(resolve, 1000));
-  const b = sample();
-  return a && b && b.total > a.total ? 1 - (b.idle - a.idle) / (b.total - a.total) : null;
-}
 
 const busyBefore = await cpuBusyShare();
 const started = performance.now();
