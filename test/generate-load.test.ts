@@ -79,4 +79,22 @@ describe('generation under load', () => {
     // Each round maps the model and allocates three 2048-token caches (~6 MiB in all): kept, they would add 60 MiB.
     expect(grown).toBeLessThan(30);
   });
+
+  it('a reader that stops reading holds back its own generation only', async () => {
+    const seq = model.createSequence();
+    const options = { maxTokens: 100, temperature: 0, stopAtEndOfGeneration: false } as const;
+    const slow = model.generate('the cat', { ...options, sequence: seq });
+    const fast = model.generate('the dog', options);
+    const reader = slow[Symbol.asyncIterator]();
+    await reader.next(); // reading has started; now it pauses
+    const done = await fast.final;
+    expect(done.usage.outputTokens).toBe(100);
+    // While the other generation ran to its end, this one stopped after filling its small buffer
+    // (16 parts) instead of generating its 100 tokens.
+    const held = seq.length;
+    expect(held).toBeLessThan(50);
+    for (let r = await reader.next(); !r.done; r = await reader.next());
+    expect((await slow.final).usage.outputTokens).toBe(100);
+    await seq.dispose();
+  });
 });

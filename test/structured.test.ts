@@ -122,6 +122,19 @@ describe('JSON schema response format', () => {
     });
   }
 
+  it('chat turns take a responseFormat too: the reply is the JSON, final.object its value', async () => {
+    const schema = SCHEMAS.flat!;
+    const validate = ajv.compile(schema as object);
+    for (let seed = 0; seed < 5; seed++) {
+      await using chat = model.createChat({ temperature: 1, topK: 0, topP: 1, minP: 0, seed, maxTokens: 400, templateVariables: { enable_thinking: false } });
+      const r = await chat.send('Describe a person as JSON.', { responseFormat: { type: 'json_schema', schema } }).final;
+      const value = JSON.parse(r.text) as unknown;
+      expect(r.object).toEqual(value);
+      expect(validate(value), `${r.text}: ${ajv.errorsText(validate.errors)}`).toBe(true);
+      expect(chat.history.at(-1)!.content).toBe(r.text);
+    }
+  });
+
   it('json_object gives any JSON object', async () => {
     const prompt = model.tokenize('JSON:', { addBos: true });
     for (let seed = 0; seed < 10; seed++) {
