@@ -23,6 +23,7 @@
       'cpp/model/arch.cc',
       'cpp/model/hparams.cc',
       'cpp/model/weights.cc',
+      'cpp/model/routing.cc',
       'cpp/model/forward.cc',
       'cpp/model/model.cc',
       'cpp/sampling/sampler.cc',

@@ -11,4 +11,10 @@ cmake -S . -B build-cuda-tests "${generator[@]}" -DNODE_MOE_CUDA=ON -DCMAKE_BUIL
 cmake --build build-cuda-tests --parallel "$(nproc)"
 [ "${1:-}" = "--build-only" ] && exit 0
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || true
-./build-cuda-tests/test_cuda_kernels
+status=0
+for t in build-cuda-tests/test_*; do
+  [ -x "$t" ] || continue
+  echo "== $t"
+  "$t" || status=1
+done
+exit $status
