@@ -448,6 +448,117 @@ void attention(const AttentionShape& shape, const KvRows& k, const KvRows& v, co
     const int64_t sm_simd = n_kv / w * w;              // softmax's vector part of the padded row
     const float* t16 = f16_table();
 
+    // Decode (one query token) over F16 caches at the Avx512 level: the same dots in the same orders
+    // as below, computed by register-tiled kernels in three phases split over the pool (scores with
+    // the keys divided between threads, softmax per head, p·V with the outputs divided), so each
+    // K and V byte is read once per step however many query heads share it, and a row-major V
+    // (MLA's latent rows, ring caches) is read in place instead of being transposed every step.
+#if defined(__x86_64__) || defined(_M_X64)
+    const bool v_rows_fit = v.transposed || hdv % 64 == 0;
+    if (n_tokens == 1 && level_of(isa) == Level::Avx512 && k.type == kF16 && v.type == kF16 && !kq_gemm && !pv_gemm &&
+        kq_vec == hd && pv_vec >= max_kv && v_rows_fit) {
+        const int64_t lo = lo_all;
+        const int64_t n = max_kv - lo;  // keys read, from the first (lane-aligned) one
+        const int64_t stride = (std::max(n_kv, max_kv) - lo + 64 + 63) / 64 * 64;  // softmax's padded lanes fit
+        const int H = shape.n_head;
+        static thread_local std::vector<float> decode_scratch;
+        decode_scratch.resize(static_cast<size_t>(H) * (stride + hd));
+        float* sc = decode_scratch.data();                              // sc: [H, stride], key j at j - lo
+        float* qf = sc + static_cast<size_t>(H) * stride;               // qf: [H, hd] in F16 values
+        for (int64_t e = 0; e < static_cast<int64_t>(H) * hd; ++e) qf[e] = t16[quant::fp32_to_fp16(q[e])];
+
+        const int64_t n_kblocks = (n + 63) / 64;
+        pool.parallel_for(n_kblocks, 1, [&](int64_t b0, int64_t b1, int) {
+            for (int64_t kb = b0; kb < b1; ++kb) {
+                const int64_t j0 = lo + kb * 64, j1 = std::min<int64_t>(j0 + 64, max_kv);
+                for (int kvh = 0; kvh < shape.n_head_kv; ++kvh) {
+                    const size_t k_off = static_cast<size_t>(kvh) * hd * 2;
+                    for (int hq = 0; hq < group; hq += 4) {
+                        const int h0 = kvh * group + hq, nh4 = std::min(4, group - hq);
+                        const float* a[4];
+                        for (int r = 0; r < 4; ++r) a[r] = qf + static_cast<int64_t>(h0 + std::min(r, nh4 - 1)) * hd;
+                        for (int64_t j = j0; j < j1; j += 4) {
+                            const int64_t nj = std::min<int64_t>(4, j1 - j);
+                            const uint16_t* b[4];
+                            for (int64_t c = 0; c < 4; ++c) {
+                                b[c] = reinterpret_cast<const uint16_t*>(k.data + row_of(k, j + std::min(c, nj - 1)) * k.row_bytes + k_off);
+                            }
+                            float tile[16];
+                            dot_gemv_f16_4x4_avx512(a, b, hd, tile);
+                            for (int r = 0; r < nh4; ++r) {
+                                for (int64_t c = 0; c < nj; ++c) sc[(h0 + r) * stride + (j + c - lo)] = tile[4 * r + c];
+                            }
+                        }
+                    }
+                }
+            }
+        });
+        pool.parallel_for(H, 1, [&](int64_t h_begin, int64_t h_end, int) {
+            for (int64_t h = h_begin; h < h_end; ++h) {
+                float* sq = sc + h * stride;
+                const int64_t lo_q = first_key(max_kv - 1);
+                for (int64_t j = lo; j < lo_q; ++j) sq[j - lo] = -std::numeric_limits<float>::infinity();
+                for (int64_t j = lo_q; j < max_kv; ++j) sq[j - lo] *= shape.kq_scale;
+                const float sink = shape.sinks ? shape.sinks[h] : -std::numeric_limits<float>::infinity();
+                softmax(sq, n, sm_simd - lo, isa, sink);
+                round_f16_row(sq, n, isa);
+            }
+        });
+        if (v.transposed) {
+            // Items: (KV head, 4 output elements); each reads 4 Vᵀ rows once for all its heads.
+            const int64_t quads = (hdv + 3) / 4;
+            pool.parallel_for(static_cast<int64_t>(shape.n_head_kv) * quads, 1, [&](int64_t i0, int64_t i1, int) {
+                for (int64_t item = i0; item < i1; ++item) {
+                    const int kvh = static_cast<int>(item / quads);
+                    const int d0 = static_cast<int>(item % quads) * 4, nd = std::min(4, hdv - d0);
+                    const uint16_t* b[4];
+                    for (int c = 0; c < 4; ++c) {
+                        const size_t vrow = static_cast<size_t>(kvh) * hdv + d0 + std::min(c, nd - 1);
+                        b[c] = reinterpret_cast<const uint16_t*>(v.data + vrow * v.row_bytes) + lo;
+                    }
+                    for (int hq = 0; hq < group; hq += 4) {
+                        const int h0 = kvh * group + hq, nh4 = std::min(4, group - hq);
+                        const float* a[4];
+                        for (int r = 0; r < 4; ++r) a[r] = sc + static_cast<int64_t>(h0 + std::min(r, nh4 - 1)) * stride;
+                        float tile[16];
+                        dot_gemv_f16_4x4_avx512(a, b, n, tile);
+                        for (int r = 0; r < nh4; ++r) {
+                            for (int c = 0; c < nd; ++c) out[static_cast<int64_t>(h0 + r) * hdv + d0 + c] = tile[4 * r + c];
+                        }
+                    }
+                }
+            });
+        } else {
+            // Row-major V read in place: items (KV head, 64 output elements).
+            static thread_local std::vector<const uint16_t*> row_ptrs;
+            row_ptrs.resize(static_cast<size_t>(n));
+            for (int64_t kk = 0; kk < n; ++kk) row_ptrs[kk] = reinterpret_cast<const uint16_t*>(v.data + row_of(v, lo + kk) * v.row_bytes);
+            const uint16_t* const* rows_v = row_ptrs.data();
+            const int64_t chunks = hdv / 64;
+            pool.parallel_for(static_cast<int64_t>(shape.n_head_kv) * chunks, 1, [&](int64_t i0, int64_t i1, int) {
+                const int n_heads = (group + 3) / 4 * 4;
+                static thread_local std::vector<float> spill;
+                static thread_local std::vector<const float*> p;
+                static thread_local std::vector<float*> o;
+                spill.resize(static_cast<size_t>(64) * n_heads);
+                p.resize(n_heads);
+                o.resize(n_heads);
+                for (int64_t item = i0; item < i1; ++item) {
+                    const int kvh = static_cast<int>(item / chunks);
+                    const int64_t d0 = (item % chunks) * 64;
+                    for (int r = 0; r < n_heads; ++r) {  // heads past the group: duplicates written to spill
+                        const int h = kvh * group + std::min(r, group - 1);
+                        p[r] = sc + static_cast<int64_t>(h) * stride;
+                        o[r] = r < group ? out + static_cast<int64_t>(h) * hdv + d0 : spill.data() + 64 * r;
+                    }
+                    dot_gemv_rows_f16_x64_avx512(p.data(), o.data(), n_heads, rows_v, static_cast<int64_t>(kvh) * hdv + d0, n);
+                }
+            });
+        }
+        return;
+    }
+#endif
+
     // A row-major F16/F32 V is transposed once for all items: vt[(kvh hdv + d) span + (j - lo_all)].
     const bool v_gather = !v.transposed && v.type != kQ8_0;
     const int64_t span = max_kv - lo_all;

@@ -233,5 +233,13 @@ void swiglu_avx512(const float* g, const float* u, float* y, int64_t n);
 float dot_gemm_avx512(const float* a, const float* b, int64_t n);
 void dot_gemm_4x4_avx512(const float* const a[4], const float* const b[4], int64_t n, float out[16]);
 float dot_gemv_avx512(const float* a, const float* b, int64_t n, int64_t n_vec, bool double_tail);
+// Decode attention's dots at the Avx512 level, in dot_gemv's order with no tail (every entry in the
+// vector part; entries past n count as zero):
+//   dot_gemv_f16_4x4: out[4 r + c] = dot_gemv(a[r], F16 row b[c], n) (a: fp32 holding F16 values);
+//   dot_gemv_rows_f16_x64: out[h][d] = dot_gemv(p[h], column d_off + d of the F16 rows, n) for
+//   d < 64 and h < n_heads (a multiple of 4), reading row k at rows[k] (a row-major V, in place).
+void dot_gemv_f16_4x4_avx512(const float* const a[4], const uint16_t* const b[4], int64_t n, float out[16]);
+void dot_gemv_rows_f16_x64_avx512(const float* const* p, float* const* out, int n_heads, const uint16_t* const* rows,
+                                  int64_t d_off, int64_t n);
 
 }  // namespace moe::kernels

@@ -24,6 +24,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <vector>
 
 namespace moe::kernels {
 
@@ -174,6 +175,125 @@ float dot_gemv_avx512(const float* a, const float* b, int64_t n, int64_t n_vec, 
     float sum = res;
     for (int64_t t = std::max<int64_t>(n_vec, 0); t < n; ++t) sum = std::fma(a[t], b[t], sum);
     return sum;
+}
+
+
+void dot_gemv_f16_4x4_avx512(const float* const a[4], const uint16_t* const b[4], int64_t n, float out[16]) {
+    // ggml_vec_dot_f16 keeps four accumulators: chain ch takes elements [64 i + 16 ch, 64 i + 16 ch + 16).
+    // The chains are independent sums, so each runs on its own pass over the sixteen dots, which
+    // keeps a 4 x 4 tile of accumulators in registers and every loaded vector used four times. The
+    // passes go block by block (kBlock elements of the eight rows stay in L1 for the four chains).
+    constexpr int64_t kBlock = 1024;
+    __m512 chains[4][16];
+    for (auto& ch : chains) {
+        for (auto& c : ch) c = _mm512_setzero_ps();
+    }
+    const float *a0 = a[0], *a1 = a[1], *a2 = a[2], *a3 = a[3];
+    const uint16_t *b0 = b[0], *b1 = b[1], *b2 = b[2], *b3 = b[3];
+    const auto h = [](const uint16_t* p) { return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))); };
+    const auto hm = [](__mmask16 m, const uint16_t* p) {
+        return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, reinterpret_cast<const __m256i*>(p)));
+    };
+    for (int64_t base = 0; base < n; base += kBlock) {
+        const int64_t end = std::min(n, base + kBlock);
+        for (int ch = 0; ch < 4; ++ch) {
+            __m512* acc = chains[ch];
+            __m512 c00 = acc[0], c01 = acc[1], c02 = acc[2], c03 = acc[3], c10 = acc[4], c11 = acc[5], c12 = acc[6],
+                   c13 = acc[7], c20 = acc[8], c21 = acc[9], c22 = acc[10], c23 = acc[11], c30 = acc[12], c31 = acc[13],
+                   c32 = acc[14], c33 = acc[15];
+            const auto step = [&](__m512 x0, __m512 x1, __m512 x2, __m512 x3, __m512 y0, __m512 y1, __m512 y2, __m512 y3) {
+                c00 = _mm512_fmadd_ps(x0, y0, c00), c01 = _mm512_fmadd_ps(x0, y1, c01);
+                c02 = _mm512_fmadd_ps(x0, y2, c02), c03 = _mm512_fmadd_ps(x0, y3, c03);
+                c10 = _mm512_fmadd_ps(x1, y0, c10), c11 = _mm512_fmadd_ps(x1, y1, c11);
+                c12 = _mm512_fmadd_ps(x1, y2, c12), c13 = _mm512_fmadd_ps(x1, y3, c13);
+                c20 = _mm512_fmadd_ps(x2, y0, c20), c21 = _mm512_fmadd_ps(x2, y1, c21);
+                c22 = _mm512_fmadd_ps(x2, y2, c22), c23 = _mm512_fmadd_ps(x2, y3, c23);
+                c30 = _mm512_fmadd_ps(x3, y0, c30), c31 = _mm512_fmadd_ps(x3, y1, c31);
+                c32 = _mm512_fmadd_ps(x3, y2, c32), c33 = _mm512_fmadd_ps(x3, y3, c33);
+            };
+            int64_t i = base + 16 * ch;
+            for (; i + 16 <= end; i += 64) {
+                step(_mm512_loadu_ps(a0 + i), _mm512_loadu_ps(a1 + i), _mm512_loadu_ps(a2 + i), _mm512_loadu_ps(a3 + i),
+                     h(b0 + i), h(b1 + i), h(b2 + i), h(b3 + i));
+            }
+            if (i < end) {  // the partial step (last block only): entries past n count as zero
+                const __mmask16 m = lane_mask(end - i);
+                step(_mm512_maskz_loadu_ps(m, a0 + i), _mm512_maskz_loadu_ps(m, a1 + i), _mm512_maskz_loadu_ps(m, a2 + i),
+                     _mm512_maskz_loadu_ps(m, a3 + i), hm(m, b0 + i), hm(m, b1 + i), hm(m, b2 + i), hm(m, b3 + i));
+            }
+            acc[0] = c00, acc[1] = c01, acc[2] = c02, acc[3] = c03, acc[4] = c10, acc[5] = c11, acc[6] = c12, acc[7] = c13;
+            acc[8] = c20, acc[9] = c21, acc[10] = c22, acc[11] = c23, acc[12] = c30, acc[13] = c31, acc[14] = c32, acc[15] = c33;
+        }
+    }
+    for (int t = 0; t < 16; ++t) {  // GGML_F32x16_REDUCE
+        const __m512 x0 = _mm512_add_ps(chains[0][t], chains[2][t]);
+        const __m512 x1 = _mm512_add_ps(chains[1][t], chains[3][t]);
+        out[t] = reduce16(_mm512_add_ps(x0, x1));
+    }
+}
+
+void dot_gemv_rows_f16_x64_avx512(const float* const* p, float* const* out, int n_heads, const uint16_t* const* rows,
+                                  int64_t d_off, int64_t n) {
+    // out[h][d] = Σ_k p[h][k] · rows[k][d_off + d] in ggml_vec_dot_f16's order over k, with the rows
+    // in memory (no transposed copy). In that order the product of element k lands in lane k % 16
+    // of chain (k / 16) % 4: 64 running sums per output, each a chain of fused multiply-adds in
+    // increasing k. Here the vector runs over 16 outputs d instead of over the lanes, so each
+    // register lane is one such running sum, accumulated with the same operations in the same
+    // order; the lane/chain tree is then applied across registers. Rows go in blocks of kBlock
+    // (their 128-byte segments stay in L2 while every head uses them).
+    constexpr int64_t kBlock = 1024;
+    const int n_quads = n_heads / 4;
+    static thread_local std::vector<__m512> partial_store;
+    partial_store.assign(static_cast<size_t>(n_quads) * 64 * 16, _mm512_setzero_ps());
+    __m512* partial = partial_store.data();  // partial: [quad][k % 64][4 h + d / 16]
+    for (int64_t base = 0; base < n; base += kBlock) {
+        const int64_t end = std::min(n, base + kBlock);
+        for (int quad = 0; quad < n_quads; ++quad) {
+            const float *p0 = p[4 * quad], *p1 = p[4 * quad + 1], *p2 = p[4 * quad + 2], *p3 = p[4 * quad + 3];
+            for (int r = 0; r < 64; ++r) {
+                __m512* acc = partial + (static_cast<size_t>(quad) * 64 + r) * 16;
+                __m512 c00 = acc[0], c01 = acc[1], c02 = acc[2], c03 = acc[3], c10 = acc[4], c11 = acc[5], c12 = acc[6],
+                       c13 = acc[7], c20 = acc[8], c21 = acc[9], c22 = acc[10], c23 = acc[11], c30 = acc[12],
+                       c31 = acc[13], c32 = acc[14], c33 = acc[15];
+                for (int64_t k = base + r; k < end; k += 64) {
+                    const uint16_t* row = rows[k] + d_off;
+                    const __m512 v0 = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(row)));
+                    const __m512 v1 = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + 16)));
+                    const __m512 v2 = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + 32)));
+                    const __m512 v3 = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + 48)));
+                    const __m512 w0 = _mm512_set1_ps(p0[k]), w1 = _mm512_set1_ps(p1[k]);
+                    const __m512 w2 = _mm512_set1_ps(p2[k]), w3 = _mm512_set1_ps(p3[k]);
+                    c00 = _mm512_fmadd_ps(w0, v0, c00), c01 = _mm512_fmadd_ps(w0, v1, c01);
+                    c02 = _mm512_fmadd_ps(w0, v2, c02), c03 = _mm512_fmadd_ps(w0, v3, c03);
+                    c10 = _mm512_fmadd_ps(w1, v0, c10), c11 = _mm512_fmadd_ps(w1, v1, c11);
+                    c12 = _mm512_fmadd_ps(w1, v2, c12), c13 = _mm512_fmadd_ps(w1, v3, c13);
+                    c20 = _mm512_fmadd_ps(w2, v0, c20), c21 = _mm512_fmadd_ps(w2, v1, c21);
+                    c22 = _mm512_fmadd_ps(w2, v2, c22), c23 = _mm512_fmadd_ps(w2, v3, c23);
+                    c30 = _mm512_fmadd_ps(w3, v0, c30), c31 = _mm512_fmadd_ps(w3, v1, c31);
+                    c32 = _mm512_fmadd_ps(w3, v2, c32), c33 = _mm512_fmadd_ps(w3, v3, c33);
+                }
+                acc[0] = c00, acc[1] = c01, acc[2] = c02, acc[3] = c03, acc[4] = c10, acc[5] = c11, acc[6] = c12;
+                acc[7] = c13, acc[8] = c20, acc[9] = c21, acc[10] = c22, acc[11] = c23, acc[12] = c30, acc[13] = c31;
+                acc[14] = c32, acc[15] = c33;
+            }
+        }
+    }
+    for (int quad = 0; quad < n_quads; ++quad) {
+        const __m512* part = partial + static_cast<size_t>(quad) * 64 * 16;
+        for (int t = 0; t < 16; ++t) {
+            // x0 + x2, x1 + x3, x0 + x1 per lane l (chains are k / 16 % 4), then reduce16's tree over
+            // the lanes: l + 8, then + 4, then + 2, then + 1.
+            __m512 y[16];
+            for (int l = 0; l < 16; ++l) {
+                y[l] = _mm512_add_ps(_mm512_add_ps(part[l * 16 + t], part[(32 + l) * 16 + t]),
+                                     _mm512_add_ps(part[(16 + l) * 16 + t], part[(48 + l) * 16 + t]));
+            }
+            for (int l = 0; l < 8; ++l) y[l] = _mm512_add_ps(y[8 + l], y[l]);
+            for (int l = 0; l < 4; ++l) y[l] = _mm512_add_ps(y[4 + l], y[l]);
+            const __m512 t0 = _mm512_add_ps(y[0], y[2]), t1 = _mm512_add_ps(y[1], y[3]);
+            _mm512_storeu_ps(out[4 * quad + t / 4] + 16 * (t % 4), _mm512_add_ps(t0, t1));
+        }
+    }
 }
 
 }  // namespace moe::kernels

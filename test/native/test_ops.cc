@@ -861,6 +861,99 @@ TEST_CASE("attention does not depend on the work split (threads, GQA groups, tok
     }
 }
 
+// Decode over F16 caches as llama.cpp computes it, written out from the exposed pieces: q rounded
+// to F16, one ggml_vec_dot per score, soft_max_ext over the padded row, p rounded to F16, one
+// ggml_vec_dot per output element over the V column. The attention kernel's decode path (register
+// tiles, keys split over threads, a row-major V read in place) must equal it bit for bit.
+struct DecodeCase {
+    int n_head, n_head_kv, hd, hdv;
+    int64_t first_pos, n_kv;  // n_kv: llama.cpp's padded cell count
+    int layout;               // 0: V transposed, 1: V row-major, 2: MLA (V = first hdv of each K row)
+    uint32_t ring;            // row-major caches only
+    int64_t window;
+    bool sinks;
+};
+
+std::vector<float> decode_emulation(const DecodeCase& c, const std::vector<uint16_t>& K, const std::vector<uint16_t>& V,
+                                    size_t v_row_elems, int64_t cells, const std::vector<float>& q,
+                                    const std::vector<float>& sinks, float kq_scale, Isa isa) {
+    const int group = c.n_head / c.n_head_kv;
+    const int64_t max_kv = c.first_pos + 1, w = k::simd_width(isa);
+    const int64_t first_key = c.window > 0 ? std::max<int64_t>(0, c.first_pos - c.window + 1) : 0;
+    const int64_t lo = first_key / k::kAttentionWindowAlign * k::kAttentionWindowAlign;
+    const int64_t n_kv = std::max(c.n_kv, max_kv);
+    const auto row = [&](int64_t j) { return c.ring ? j % c.ring : j; };
+    std::vector<float> out(static_cast<size_t>(c.n_head) * c.hdv);
+    std::vector<float> qf(c.hd), kf(c.hd), s(static_cast<size_t>(n_kv - lo) + 64), col(static_cast<size_t>(max_kv - lo));
+    for (int h = 0; h < c.n_head; ++h) {
+        const int kvh = h / group;
+        for (int d = 0; d < c.hd; ++d) qf[d] = round_f16(q[static_cast<size_t>(h) * c.hd + d]);
+        for (int64_t j = lo; j < max_kv; ++j) {
+            const size_t k_row_elems = (c.layout == 2 ? 1 : c.n_head_kv) * static_cast<size_t>(c.hd);
+            for (int d = 0; d < c.hd; ++d) kf[d] = q::fp16_to_fp32(K[row(j) * k_row_elems + static_cast<size_t>(kvh) * c.hd + d]);
+            s[j - lo] = k::dot_gemv(qf.data(), kf.data(), c.hd, c.hd / (4 * w) * (4 * w), true, isa);
+        }
+        for (int64_t j = lo; j < first_key; ++j) s[j - lo] = -std::numeric_limits<float>::infinity();
+        for (int64_t j = first_key; j < max_kv; ++j) s[j - lo] *= kq_scale;
+        const float sink = c.sinks ? sinks[h] : -std::numeric_limits<float>::infinity();
+        k::softmax(s.data(), max_kv - lo, n_kv / w * w - lo, isa, sink);
+        k::round_f16_row(s.data(), max_kv - lo, isa);
+        for (int d = 0; d < c.hdv; ++d) {
+            for (int64_t j = lo; j < max_kv; ++j) {
+                const size_t e = static_cast<size_t>(kvh) * c.hdv + d;
+                col[j - lo] = q::fp16_to_fp32(c.layout == 0 ? V[e * cells + j] : V[row(j) * v_row_elems + e]);
+            }
+            out[static_cast<size_t>(h) * c.hdv + d] =
+                k::dot_gemv(s.data(), col.data(), max_kv - lo, n_kv / (4 * w) * (4 * w) - lo, true, isa);
+        }
+    }
+    return out;
+}
+
+TEST_CASE("attention decode equals llama.cpp's dot / softmax / dot order bit for bit (GQA, MLA, rings)") {
+    const DecodeCase cases[] = {
+        {8, 2, 128, 128, 0, 256, 0, 0, 0, false},      {8, 2, 128, 128, 63, 256, 0, 0, 0, false},
+        {8, 2, 128, 128, 64, 256, 0, 0, 0, false},     {32, 4, 128, 128, 1100, 1280, 0, 0, 0, false},
+        {8, 2, 128, 128, 1100, 1280, 1, 0, 0, false},  {16, 1, 576, 512, 700, 768, 2, 0, 0, false},
+        {16, 1, 576, 512, 2100, 2304, 2, 0, 0, false}, {8, 8, 64, 64, 300, 512, 1, 192, 128, true},
+        {6, 2, 64, 64, 40, 256, 1, 0, 0, true},        {12, 4, 64, 128, 77, 256, 1, 0, 0, false},
+    };
+    for (const DecodeCase& c : cases) {
+        Rng rng(700 + c.first_pos + c.layout);
+        const int64_t cells = c.ring ? c.ring : c.first_pos + 1 + 5;
+        const size_t k_row = (c.layout == 2 ? 1 : c.n_head_kv) * static_cast<size_t>(c.hd);
+        const size_t v_row = c.layout == 2 ? k_row : static_cast<size_t>(c.n_head_kv) * c.hdv;
+        std::vector<uint16_t> K(cells * k_row), V(c.layout == 2 ? 0 : cells * v_row);
+        for (auto& x : K) x = q::fp32_to_fp16(static_cast<float>(rng.gauss()));
+        for (auto& x : V) x = q::fp32_to_fp16(static_cast<float>(rng.gauss()));
+        const std::vector<uint16_t>& Vsrc = c.layout == 2 ? K : V;
+        const auto q = rng.gauss_vec(static_cast<size_t>(c.n_head) * c.hd, 1.5);
+        const auto sinks = rng.gauss_vec(c.n_head, 1.0);
+        const float kq_scale = 1.0f / std::sqrt(static_cast<float>(c.hd));
+        k::KvRows kr{reinterpret_cast<const uint8_t*>(K.data()), k_row * 2, kF16, false, c.ring};
+        k::KvRows vr;
+        if (c.layout == 0) vr = {reinterpret_cast<const uint8_t*>(V.data()), static_cast<size_t>(cells) * 2, kF16, true, 0};
+        if (c.layout == 1) vr = {reinterpret_cast<const uint8_t*>(V.data()), v_row * 2, kF16, false, c.ring};
+        if (c.layout == 2) vr = kr;
+        k::AttentionShape shape{c.n_head, c.n_head_kv, c.hd, kq_scale, 1, c.n_kv, c.hdv, c.window,
+                                c.sinks ? sinks.data() : nullptr};
+        for (Isa isa : runnable_isas()) {
+            const auto want = decode_emulation(c, K, Vsrc, v_row, cells, q, sinks, kq_scale, isa);
+            for (int threads : {1, 2, 3}) {
+                moe::runtime::ThreadPool pool(threads);
+                std::vector<float> out(want.size() + 1, -7.0f);
+                k::attention(shape, kr, vr, q.data(), c.n_head * c.hd, 1, c.first_pos, out.data(), c.n_head * c.hdv, pool,
+                             isa);
+                CHECK(out.back() == -7.0f);
+                CHECK_MSG(std::memcmp(out.data(), want.data(), sizeof(float) * want.size()) == 0,
+                          "heads %d/%d hd %d/%d pos %lld layout %d ring %u window %lld isa %s threads %d", c.n_head,
+                          c.n_head_kv, c.hd, c.hdv, static_cast<long long>(c.first_pos), c.layout, c.ring,
+                          static_cast<long long>(c.window), moe::cpu::isa_name(isa), threads);
+            }
+        }
+    }
+}
+
 TEST_CASE("attention rejects bad shapes and cache types") {
     moe::runtime::ThreadPool pool(1);
     std::vector<float> qv(64), out(64);
