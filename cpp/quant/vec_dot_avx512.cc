@@ -379,19 +379,54 @@ float repack_q4_k(int64_t n, const void* wv, const void* av) {
     return _mm_cvtss_f32(acc) - _mm_cvtss_f32(acc_min);
 }
 
+// q4_k_block_float_steps for four rows at once, lane r of each __m128 being row r: the integer
+// sums are reduced with other pairings (exact either way), and the float steps are the same fused
+// multiply-adds in the same order, one lane per row, instead of scalar steps per row.
+template <bool kPerPair>
+static inline void q4_k_block_float_steps_x4(const __m512i t[4][2], const __m128i min_pairs[4], __m128 d, __m128 dmin,
+                                             __m128& acc, __m128& acc_min) {
+    if (kPerPair) {
+        // Per row: [pair 0, 1, 2, 3] sums, then transposed so that vector j holds pair j of the rows.
+        __m128 sums[4], mins[4];
+        for (int r = 0; r < 4; ++r) {
+            const __m256i p0 = _mm512_castsi512_si256(t[r][0]), p1 = _mm512_extracti64x4_epi64(t[r][0], 1);
+            const __m256i p2 = _mm512_castsi512_si256(t[r][1]), p3 = _mm512_extracti64x4_epi64(t[r][1], 1);
+            const __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(p0, p1), _mm256_hadd_epi32(p2, p3));
+            sums[r] = _mm_cvtepi32_ps(_mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1)));
+            mins[r] = _mm_cvtepi32_ps(min_pairs[r]);
+        }
+        _MM_TRANSPOSE4_PS(sums[0], sums[1], sums[2], sums[3]);
+        _MM_TRANSPOSE4_PS(mins[0], mins[1], mins[2], mins[3]);
+        for (int j = 0; j < 4; ++j) {
+            acc = _mm_fmadd_ps(sums[j], d, acc);
+            acc_min = _mm_fmadd_ps(mins[j], dmin, acc_min);
+        }
+    } else {
+        __m256i v[4];
+        for (int r = 0; r < 4; ++r) {
+            const __m512i s = _mm512_add_epi32(t[r][0], t[r][1]);
+            v[r] = _mm256_add_epi32(_mm512_castsi512_si256(s), _mm512_extracti64x4_epi64(s, 1));
+        }
+        const __m256i x = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
+        const __m128i sums = _mm_add_epi32(_mm256_castsi256_si128(x), _mm256_extracti128_si256(x, 1));  // [row 0..3]
+        const __m128i mins = _mm_hadd_epi32(_mm_hadd_epi32(min_pairs[0], min_pairs[1]), _mm_hadd_epi32(min_pairs[2], min_pairs[3]));
+        acc = _mm_fmadd_ps(_mm_cvtepi32_ps(sums), d, acc);
+        acc_min = _mm_fmadd_ps(_mm_cvtepi32_ps(mins), dmin, acc_min);
+    }
+}
+
 // repack_q4_k for four activation rows: the weight block is loaded, unpacked and its scales
-// permuted once; each row then runs exactly repack_q4_k's integer and float steps, so out[r]
-// equals repack_q4_k<kPerPair>(n, wv, av[r]) bit for bit.
+// permuted once; each row then runs repack_q4_k's integer steps and, four rows in the lanes of one
+// register, its float steps, so out[r] equals repack_q4_k<kPerPair>(n, wv, av[r]) bit for bit.
 template <bool kPerPair>
 void repack_q4_k_x4(int64_t n, const void* wv, const void* const* av, float* out) {
     const uint8_t* x = bytes(wv);
     const uint8_t* y[4] = {bytes(av[0]), bytes(av[1]), bytes(av[2]), bytes(av[3])};
     const __m512i low4 = splat8(0x0F);
     const __m512i pick[4] = {spread_i16(0, 2), spread_i16(1, 3), spread_i16(4, 6), spread_i16(5, 7)};
-    __m128 acc[4], acc_min[4];
-    for (int r = 0; r < 4; ++r) acc[r] = acc_min[r] = _mm_setzero_ps();
+    __m128 acc = _mm_setzero_ps(), acc_min = _mm_setzero_ps();  // lane r: row r
     for (int64_t i = 0; i < n / kQKK; ++i, x += q4_k::kBytes) {
-        const float dw = f16_at(x + q4_k::kD), dminw = f16_at(x + q4_k::kDmin);
+        const __m128 dw = _mm_set1_ps(f16_at(x + q4_k::kD)), dminw = _mm_set1_ps(f16_at(x + q4_k::kDmin));
         const __m256i sc_m = _mm256_cvtepu8_epi16(unpack_scale_min_k4_bytes(x + q4_k::kScales));
         const __m128i mins16 = _mm256_extracti128_si256(sc_m, 1);
         const __m512i scales = zext256(sc_m);
@@ -403,25 +438,26 @@ void repack_q4_k_x4(int64_t n, const void* wv, const void* const* av, float* out
             s_lo[p] = _mm512_permutexvar_epi16(pick[2 * p], scales);
             s_hi[p] = _mm512_permutexvar_epi16(pick[2 * p + 1], scales);
         }
+        __m512i t[4][2];
+        __m128i min_pairs[4];
+        alignas(16) float da[4];
         for (int r = 0; r < 4; ++r) {
             const uint8_t* yr = y[r] + static_cast<size_t>(i) * q8_k::kBytes;
-            const float da = load_f32(yr + q8_k::kD);
-            const __m128 d = _mm_set_ss(dw * da);
-            const __m128 dmin = _mm_set_ss(dminw * da);
+            da[r] = load_f32(yr + q8_k::kD);
             const __m128i bsum_pairs = _mm_hadd_epi16(load128(yr + q8_k::kBsums), load128(yr + q8_k::kBsums + 16));
-            const __m128i min_pairs = _mm_madd_epi16(mins16, bsum_pairs);
+            min_pairs[r] = _mm_madd_epi16(mins16, bsum_pairs);
             const uint8_t* qa = yr + q8_k::kQs;
-            __m512i t[2];
             for (int p = 0; p < 2; ++p) {
                 const __m512i a_lo = concat256(load256(qa + 128 * p), load256(qa + 128 * p + 64));
                 const __m512i a_hi = concat256(load256(qa + 128 * p + 32), load256(qa + 128 * p + 96));
-                t[p] = _mm512_add_epi32(_mm512_madd_epi16(s_lo[p], _mm512_maddubs_epi16(w_lo[p], a_lo)),
-                                        _mm512_madd_epi16(s_hi[p], _mm512_maddubs_epi16(w_hi[p], a_hi)));
+                t[r][p] = _mm512_add_epi32(_mm512_madd_epi16(s_lo[p], _mm512_maddubs_epi16(w_lo[p], a_lo)),
+                                           _mm512_madd_epi16(s_hi[p], _mm512_maddubs_epi16(w_hi[p], a_hi)));
             }
-            q4_k_block_float_steps<kPerPair>(t, min_pairs, d, dmin, acc[r], acc_min[r]);
         }
+        const __m128 da4 = _mm_load_ps(da);
+        q4_k_block_float_steps_x4<kPerPair>(t, min_pairs, _mm_mul_ps(dw, da4), _mm_mul_ps(dminw, da4), acc, acc_min);
     }
-    for (int r = 0; r < 4; ++r) out[r] = _mm_cvtss_f32(acc[r]) - _mm_cvtss_f32(acc_min[r]);
+    _mm_storeu_ps(out, _mm_sub_ps(acc, acc_min));
 }
 
 // Q6_K: per half h (128 elements), the 64 bytes ql hold elements 0..63 in their low nibbles and
