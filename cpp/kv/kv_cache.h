@@ -100,7 +100,12 @@ public:
     // all-zero row (an unheld_as_zero placeholder) as not held.
     void import_rows(uint32_t pos, uint32_t n, const uint8_t* src);
 
+    // The rows of this cache that a forward device (the CUDA backend) keeps in its own memory,
+    // created by the device on the sequence's first pass and released with the cache. Opaque here.
+    std::shared_ptr<void>& device_state() noexcept { return device_state_; }
+
 private:
+    std::shared_ptr<void> device_state_;
     struct Plane {
         std::unique_ptr<uint8_t[]> data;  // uninitialised until stored
         size_t row_bytes = 0;             // per position, or per element when transposed

@@ -425,6 +425,7 @@ void attention_mla(ModelState& m, const BatchRows& b, const LayerWeights& L, uin
 }  // namespace
 
 void forward_batch(ModelState& m, const BatchSegment* segs, size_t n_segs, const std::function<bool()>& should_abort) {
+    if (m.device) return m.device->forward_batch(segs, n_segs, should_abort);
     const HParams& hp = m.hp;
     const ModelWeights& W = m.w;
     Workspace& ws = m.ws;

@@ -53,6 +53,16 @@ struct Workspace {
     std::vector<float> logits;   // [n_out, n_vocab] when several segments want logits
 };
 
+// A device that runs whole forward passes in place of the CPU code (the CUDA backend,
+// cuda/backend.cu, installs one): same contract as forward_batch below. It keeps each sequence's
+// K/V rows in its own memory, reached through the segment's KvCache::device_state(), and the CPU
+// cache rows of such a sequence are not written.
+class ForwardDevice {
+public:
+    virtual ~ForwardDevice() = default;
+    virtual void forward_batch(const struct BatchSegment* segs, size_t n_segs, const std::function<bool()>& should_abort) = 0;
+};
+
 struct ModelState {
     std::unique_ptr<gguf::GgufFile> file;  // owns the mapping every weight view points into
     const ArchSpec* spec = nullptr;
@@ -66,10 +76,15 @@ struct ModelState {
     // Identifies the weights in saved states: architecture, every tensor's name, type and shape,
     // and a sample of each tensor's bytes (its first and last 32), hashed.
     uint64_t fingerprint = 0;
+    // Set by a GPU backend for the model's lifetime (not owned): forward passes run there.
+    ForwardDevice* device = nullptr;
     // The pool and the workspace serve one forward pass at a time, whichever sequence runs it.
     std::mutex compute;
     Workspace ws;
 };
+
+// The state behind a model from Model::load (for backends that attach to it, such as the CUDA one).
+ModelState& state_of(Model& model);
 
 // One sequence's part of a merged forward pass.
 struct BatchSegment {

@@ -286,6 +286,8 @@ class ModelImpl final : public Model {
 public:
     explicit ModelImpl(std::shared_ptr<ModelState> m) : m_(std::move(m)) {}
 
+    ModelState& state() noexcept { return *m_; }
+
     const ModelInfo& info() const noexcept override { return m_->info; }
 
     std::unique_ptr<Sequence> create_sequence(uint32_t context_size) override {
@@ -401,5 +403,7 @@ std::unique_ptr<Model> Model::load(const std::string& path, const LoadOptions& o
     if (options.prefix_cache_bytes > 0) state->prefix = std::make_unique<kv::PrefixCache>(options.prefix_cache_bytes);
     return std::make_unique<ModelImpl>(std::move(state));
 }
+
+ModelState& state_of(Model& model) { return static_cast<ModelImpl&>(model).state(); }
 
 }  // namespace moe::model
