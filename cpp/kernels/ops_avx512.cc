@@ -68,6 +68,10 @@ inline float reduce16(__m512 v) {
     return _mm_cvtss_f32(_mm_add_ss(t8, _mm_movehdup_ps(t8)));
 }
 
+// _mm512_cvtph_ps with every lane selected: the same instruction, without GCC 12's false
+// "may be used uninitialized" about the unmasked form's undefined pass-through operand.
+inline __m512 cvtph(__m256i h) { return _mm512_maskz_cvtph_ps(static_cast<__mmask16>(0xFFFF), h); }
+
 inline __mmask16 lane_mask(int64_t count) {
     return count >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << count) - 1u);
 }
@@ -190,9 +194,9 @@ void dot_gemv_f16_4x4_avx512(const float* const a[4], const uint16_t* const b[4]
     }
     const float *a0 = a[0], *a1 = a[1], *a2 = a[2], *a3 = a[3];
     const uint16_t *b0 = b[0], *b1 = b[1], *b2 = b[2], *b3 = b[3];
-    const auto h = [](const uint16_t* p) { return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))); };
+    const auto h = [](const uint16_t* p) { return cvtph(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))); };
     const auto hm = [](__mmask16 m, const uint16_t* p) {
-        return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, reinterpret_cast<const __m256i*>(p)));
+        return cvtph(_mm256_maskz_loadu_epi16(m, reinterpret_cast<const __m256i*>(p)));
     };
     for (int64_t base = 0; base < n; base += kBlock) {
         const int64_t end = std::min(n, base + kBlock);
@@ -243,24 +247,25 @@ void dot_gemv_rows_f16_x64_avx512(const float* const* p, float* const* out, int 
     // (their 128-byte segments stay in L2 while every head uses them).
     constexpr int64_t kBlock = 1024;
     const int n_quads = n_heads / 4;
-    static thread_local std::vector<__m512> partial_store;
-    partial_store.assign(static_cast<size_t>(n_quads) * 64 * 16, _mm512_setzero_ps());
-    __m512* partial = partial_store.data();  // partial: [quad][k % 64][4 h + d / 16]
+    static thread_local std::vector<float> partial_store;
+    partial_store.assign(static_cast<size_t>(n_quads) * 64 * 16 * 16, 0.0f);
+    float* partial = partial_store.data();  // partial: [quad][k % 64][4 h + d / 16][16 lanes]
     for (int64_t base = 0; base < n; base += kBlock) {
         const int64_t end = std::min(n, base + kBlock);
         for (int quad = 0; quad < n_quads; ++quad) {
             const float *p0 = p[4 * quad], *p1 = p[4 * quad + 1], *p2 = p[4 * quad + 2], *p3 = p[4 * quad + 3];
             for (int r = 0; r < 64; ++r) {
-                __m512* acc = partial + (static_cast<size_t>(quad) * 64 + r) * 16;
-                __m512 c00 = acc[0], c01 = acc[1], c02 = acc[2], c03 = acc[3], c10 = acc[4], c11 = acc[5], c12 = acc[6],
-                       c13 = acc[7], c20 = acc[8], c21 = acc[9], c22 = acc[10], c23 = acc[11], c30 = acc[12],
-                       c31 = acc[13], c32 = acc[14], c33 = acc[15];
+                float* acc = partial + (static_cast<size_t>(quad) * 64 + r) * 256;
+                const auto ld = [acc](int t) { return _mm512_loadu_ps(acc + 16 * t); };
+                __m512 c00 = ld(0), c01 = ld(1), c02 = ld(2), c03 = ld(3), c10 = ld(4), c11 = ld(5), c12 = ld(6),
+                       c13 = ld(7), c20 = ld(8), c21 = ld(9), c22 = ld(10), c23 = ld(11), c30 = ld(12), c31 = ld(13),
+                       c32 = ld(14), c33 = ld(15);
                 for (int64_t k = base + r; k < end; k += 64) {
                     const uint16_t* row = rows[k] + d_off;
-                    const __m512 v0 = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(row)));
-                    const __m512 v1 = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + 16)));
-                    const __m512 v2 = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + 32)));
-                    const __m512 v3 = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + 48)));
+                    const __m512 v0 = cvtph(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(row)));
+                    const __m512 v1 = cvtph(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + 16)));
+                    const __m512 v2 = cvtph(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + 32)));
+                    const __m512 v3 = cvtph(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + 48)));
                     const __m512 w0 = _mm512_set1_ps(p0[k]), w1 = _mm512_set1_ps(p1[k]);
                     const __m512 w2 = _mm512_set1_ps(p2[k]), w3 = _mm512_set1_ps(p3[k]);
                     c00 = _mm512_fmadd_ps(w0, v0, c00), c01 = _mm512_fmadd_ps(w0, v1, c01);
@@ -272,21 +277,20 @@ void dot_gemv_rows_f16_x64_avx512(const float* const* p, float* const* out, int 
                     c30 = _mm512_fmadd_ps(w3, v0, c30), c31 = _mm512_fmadd_ps(w3, v1, c31);
                     c32 = _mm512_fmadd_ps(w3, v2, c32), c33 = _mm512_fmadd_ps(w3, v3, c33);
                 }
-                acc[0] = c00, acc[1] = c01, acc[2] = c02, acc[3] = c03, acc[4] = c10, acc[5] = c11, acc[6] = c12;
-                acc[7] = c13, acc[8] = c20, acc[9] = c21, acc[10] = c22, acc[11] = c23, acc[12] = c30, acc[13] = c31;
-                acc[14] = c32, acc[15] = c33;
+                const __m512 done[16] = {c00, c01, c02, c03, c10, c11, c12, c13, c20, c21, c22, c23, c30, c31, c32, c33};
+                for (int t = 0; t < 16; ++t) _mm512_storeu_ps(acc + 16 * t, done[t]);
             }
         }
     }
     for (int quad = 0; quad < n_quads; ++quad) {
-        const __m512* part = partial + static_cast<size_t>(quad) * 64 * 16;
+        const float* part = partial + static_cast<size_t>(quad) * 64 * 256;
+        const auto at = [part](int r, int t) { return _mm512_loadu_ps(part + r * 256 + 16 * t); };
         for (int t = 0; t < 16; ++t) {
             // x0 + x2, x1 + x3, x0 + x1 per lane l (chains are k / 16 % 4), then reduce16's tree over
             // the lanes: l + 8, then + 4, then + 2, then + 1.
             __m512 y[16];
             for (int l = 0; l < 16; ++l) {
-                y[l] = _mm512_add_ps(_mm512_add_ps(part[l * 16 + t], part[(32 + l) * 16 + t]),
-                                     _mm512_add_ps(part[(16 + l) * 16 + t], part[(48 + l) * 16 + t]));
+                y[l] = _mm512_add_ps(_mm512_add_ps(at(l, t), at(32 + l, t)), _mm512_add_ps(at(16 + l, t), at(48 + l, t)));
             }
             for (int l = 0; l < 8; ++l) y[l] = _mm512_add_ps(y[8 + l], y[l]);
             for (int l = 0; l < 4; ++l) y[l] = _mm512_add_ps(y[4 + l], y[l]);
