@@ -55,8 +55,8 @@ struct Workspace {
 
 // A device that runs whole forward passes in place of the CPU code (the CUDA backend,
 // cuda/backend.cu, installs one): same contract as forward_batch below. It keeps each sequence's
-// K/V rows in its own memory, reached through the segment's KvCache::device_state(), and the CPU
-// cache rows of such a sequence are not written.
+// K/V rows in its own memory, reached through the segment's KvCache::device_state(), and writes
+// them back to the CPU cache rows too, so saved states and the prefix cache keep working.
 class ForwardDevice {
 public:
     virtual ~ForwardDevice() = default;
