@@ -82,9 +82,12 @@ struct DotPlan {
     // the rows of a batch four at a time and leaves the rest to its gemv).
     quant::VecDotFn dot_head = nullptr;
     int64_t n_head = 0;
-    // Four-row twins of dot / dot_head with the same per-output order (nullptr: none).
+    // Four-row twins of dot / dot_head with the same per-output order (nullptr: none), and their
+    // two-weight-row forms.
     quant::VecDot4Fn dot4 = nullptr;
     quant::VecDot4Fn dot4_head = nullptr;
+    quant::VecDot2x4Fn dot2x4 = nullptr;
+    quant::VecDot2x4Fn dot2x4_head = nullptr;
 };
 
 std::string type_str(uint32_t type) { return quant::type_name(type); }
@@ -164,8 +167,8 @@ void select_llama_order(DotPlan& p, uint32_t type, int64_t n_out, int64_t n_toke
 void pair_four_row_kernels(DotPlan& p, uint32_t type) {
     const quant::VecDotKernels& k = quant::vec_dot_kernels_for(p.isa);
     for (const quant::Dot4& d : {k.dot4[type], k.repack4[type], k.repack_gemm4[type]}) {
-        if (d.four && d.one == p.dot) p.dot4 = d.four;
-        if (d.four && p.dot_head && d.one == p.dot_head) p.dot4_head = d.four;
+        if (d.four && d.one == p.dot) p.dot4 = d.four, p.dot2x4 = d.two_by_four;
+        if (d.four && p.dot_head && d.one == p.dot_head) p.dot4_head = d.four, p.dot2x4_head = d.two_by_four;
     }
 }
 
@@ -272,24 +275,45 @@ void dot_tile(const DotPlan& plan, const uint8_t* w, size_t row_bytes, int64_t n
             continue;
         }
         const int64_t th = std::min(t1, std::max(t0, plan.n_head));  // [t0, th): dot_head
-        for (int64_t o = o0; o < o1; ++o) {
+        // Activation rows [t, end) of weight row o with the one- and four-row kernels.
+        const auto rows_of = [&](int64_t o, int64_t t, int64_t end, quant::VecDot4Fn four_rows, quant::VecDotFn one_row) {
             const uint8_t* row = w + static_cast<size_t>(o) * row_bytes;
             float four[4];
-            int64_t t = t0;
-            if (plan.dot4_head) {
-                for (; t + 4 <= th; t += 4) {
-                    plan.dot4_head(n_in, row, reinterpret_cast<const void* const*>(act_rows + t), four);
+            if (four_rows) {
+                for (; t + 4 <= end; t += 4) {
+                    four_rows(n_in, row, reinterpret_cast<const void* const*>(act_rows + t), four);
                     for (int r = 0; r < 4; ++r) y_rows[t + r][o] = four[r];
                 }
             }
-            for (; t < th; ++t) y_rows[t][o] = plan.dot_head(n_in, row, act_rows[t]);
-            if (plan.dot4) {
-                for (; t + 4 <= t1; t += 4) {
-                    plan.dot4(n_in, row, reinterpret_cast<const void* const*>(act_rows + t), four);
-                    for (int r = 0; r < 4; ++r) y_rows[t + r][o] = four[r];
+            for (; t < end; ++t) y_rows[t][o] = one_row(n_in, row, act_rows[t]);
+        };
+        // Weight rows o, o + 1 over activation rows [t, end): groups of four through the two-row
+        // kernel, the rest row by row.
+        const auto pair_of = [&](int64_t o, int64_t t, int64_t end, quant::VecDot2x4Fn two_rows, quant::VecDot4Fn four_rows,
+                                 quant::VecDotFn one_row) {
+            const uint8_t* row = w + static_cast<size_t>(o) * row_bytes;
+            float eight[8];
+            for (; t + 4 <= end; t += 4) {
+                two_rows(n_in, row, row_bytes, reinterpret_cast<const void* const*>(act_rows + t), eight);
+                for (int r = 0; r < 4; ++r) {
+                    y_rows[t + r][o] = eight[r];
+                    y_rows[t + r][o + 1] = eight[4 + r];
                 }
             }
-            for (; t < t1; ++t) y_rows[t][o] = dot(n_in, row, act_rows[t]);
+            rows_of(o, t, end, four_rows, one_row);
+            rows_of(o + 1, t, end, four_rows, one_row);
+        };
+        int64_t o = o0;
+        const bool pairs = (th == t0 || plan.dot2x4_head) && (th == t1 || plan.dot2x4);
+        if (pairs) {
+            for (; o + 2 <= o1; o += 2) {
+                if (th > t0) pair_of(o, t0, th, plan.dot2x4_head, plan.dot4_head, plan.dot_head);
+                if (t1 > th) pair_of(o, th, t1, plan.dot2x4, plan.dot4, dot);
+            }
+        }
+        for (; o < o1; ++o) {
+            if (th > t0) rows_of(o, t0, th, plan.dot4_head, plan.dot_head);
+            rows_of(o, th, t1, plan.dot4, dot);
         }
     }
 }

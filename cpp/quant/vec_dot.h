@@ -39,12 +39,18 @@ using VecDotFn = float (*)(int64_t n, const void* weight_row, const void* act_ro
 // (a prompt's rows routed to one expert) cheaper.
 using VecDot4Fn = void (*)(int64_t n, const void* weight_row, const void* const* act_rows, float* out);
 
+// The four-row dot for two weight rows (weight_row and weight_row + row_stride bytes): out[4 w + r]
+// is bit for bit the one-row kernel's dot of weight row w and act_rows[r]; each activation block is
+// loaded once for both weight rows.
+using VecDot2x4Fn = void (*)(int64_t n, const void* weight_row, size_t row_stride, const void* const* act_rows, float* out);
+
 // A four-row kernel and the one-row kernel whose order it reproduces: callers use `four` only where
 // they would call exactly `one`, so a level that replaces a one-row kernel can never be paired with
 // an inherited four-row kernel of another order.
 struct Dot4 {
     VecDot4Fn four = nullptr;
     VecDotFn one = nullptr;
+    VecDot2x4Fn two_by_four = nullptr;  // optional: two weight rows at once, same per-output order
 };
 
 struct VecDotKernels {

@@ -460,6 +460,123 @@ void repack_q4_k_x4(int64_t n, const void* wv, const void* const* av, float* out
     _mm_storeu_ps(out, _mm_sub_ps(acc, acc_min));
 }
 
+// Sums of the 8 int32 lanes of each 256-bit half, for eight 512-bit vectors v[o] at once (integer
+// sums: exact in any pairing). Returns, per 128-bit lane q of the two results, [o0, o1, o2, o3]
+// and [o4, o5, o6, o7] summed over that lane's four ints: lanes 0 + 1 are then the low halves,
+// lanes 2 + 3 the high halves.
+static inline void quarter_sums8(const __m512i v[8], __m512i& lo4, __m512i& hi4) {
+    __m512i x[4];
+    for (int m = 0; m < 4; ++m) {  // per 128-bit lane: [a0 + a2, b0 + b2, a1 + a3, b1 + b3]
+        x[m] = _mm512_add_epi32(_mm512_unpacklo_epi32(v[2 * m], v[2 * m + 1]), _mm512_unpackhi_epi32(v[2 * m], v[2 * m + 1]));
+    }
+    lo4 = _mm512_add_epi32(_mm512_unpacklo_epi64(x[0], x[1]), _mm512_unpackhi_epi64(x[0], x[1]));
+    hi4 = _mm512_add_epi32(_mm512_unpacklo_epi64(x[2], x[3]), _mm512_unpackhi_epi64(x[2], x[3]));
+}
+
+static inline __m128i lane128(__m512i v, int q) {
+    switch (q) {
+        case 0: return _mm512_castsi512_si128(v);
+        case 1: return _mm512_extracti32x4_epi32(v, 1);
+        case 2: return _mm512_extracti32x4_epi32(v, 2);
+        default: return _mm512_extracti32x4_epi32(v, 3);
+    }
+}
+
+static inline __m256 cvt8(__m128i lo, __m128i hi) {
+    return _mm256_cvtepi32_ps(_mm256_inserti128_si256(_mm256_castsi128_si256(lo), hi, 1));
+}
+
+// repack_q4_k for two weight rows (wv and wv + w_stride) and four activation rows: out[4 w + r]
+// equals repack_q4_k<kPerPair>(n, weight row w, av[r]) bit for bit. Each weight block is unpacked
+// once for four rows and each activation block loaded once for two weight rows; the eight outputs'
+// integer sums are reduced together and their float steps run in the eight lanes of one register,
+// the same fused multiply-adds in the same order as the one-row kernel.
+template <bool kPerPair>
+void repack_q4_k_2x4(int64_t n, const void* wv, size_t w_stride, const void* const* av, float* out) {
+    const uint8_t* x[2] = {bytes(wv), bytes(wv) + w_stride};
+    const uint8_t* y[4] = {bytes(av[0]), bytes(av[1]), bytes(av[2]), bytes(av[3])};
+    const __m512i low4 = splat8(0x0F);
+    const __m512i pick[4] = {spread_i16(0, 2), spread_i16(1, 3), spread_i16(4, 6), spread_i16(5, 7)};
+    __m256 acc = _mm256_setzero_ps(), acc_min = _mm256_setzero_ps();  // lane 4 w + r
+    for (int64_t i = 0; i < n / kQKK; ++i) {
+        alignas(32) float d8[8], dmin8[8];
+        __m128i mins16[2];
+        __m512i scales[2];
+        for (int w = 0; w < 2; ++w) {
+            const uint8_t* xw = x[w] + static_cast<size_t>(i) * q4_k::kBytes;
+            const __m256i sc_m = _mm256_cvtepu8_epi16(unpack_scale_min_k4_bytes(xw + q4_k::kScales));
+            mins16[w] = _mm256_extracti128_si256(sc_m, 1);
+            scales[w] = zext256(sc_m);
+        }
+        __m128i min_pairs[8];
+        const uint8_t* qa[4];
+        for (int r = 0; r < 4; ++r) {
+            const uint8_t* yr = y[r] + static_cast<size_t>(i) * q8_k::kBytes;
+            const float da = load_f32(yr + q8_k::kD);
+            for (int w = 0; w < 2; ++w) {
+                const uint8_t* xw = x[w] + static_cast<size_t>(i) * q4_k::kBytes;
+                d8[4 * w + r] = f16_at(xw + q4_k::kD) * da;
+                dmin8[4 * w + r] = f16_at(xw + q4_k::kDmin) * da;
+            }
+            const __m128i bsum_pairs = _mm_hadd_epi16(load128(yr + q8_k::kBsums), load128(yr + q8_k::kBsums + 16));
+            for (int w = 0; w < 2; ++w) min_pairs[4 * w + r] = _mm_madd_epi16(mins16[w], bsum_pairs);
+            qa[r] = yr + q8_k::kQs;
+        }
+        __m512i t[2][8];  // t[p][4 w + r]: low 256 bits sum to pair 2p, high to pair 2p + 1
+        for (int p = 0; p < 2; ++p) {
+            __m512i w_lo[2], w_hi[2], s_lo[2], s_hi[2];
+            for (int w = 0; w < 2; ++w) {
+                const __m512i q = load512(x[w] + static_cast<size_t>(i) * q4_k::kBytes + q4_k::kQs + 64 * p);
+                w_lo[w] = _mm512_and_si512(q, low4);
+                w_hi[w] = _mm512_and_si512(_mm512_srli_epi16(q, 4), low4);
+                s_lo[w] = _mm512_permutexvar_epi16(pick[2 * p], scales[w]);
+                s_hi[w] = _mm512_permutexvar_epi16(pick[2 * p + 1], scales[w]);
+            }
+            for (int r = 0; r < 4; ++r) {
+                const __m512i a_lo = concat256(load256(qa[r] + 128 * p), load256(qa[r] + 128 * p + 64));
+                const __m512i a_hi = concat256(load256(qa[r] + 128 * p + 32), load256(qa[r] + 128 * p + 96));
+                for (int w = 0; w < 2; ++w) {
+                    t[p][4 * w + r] = _mm512_add_epi32(_mm512_madd_epi16(s_lo[w], _mm512_maddubs_epi16(w_lo[w], a_lo)),
+                                                       _mm512_madd_epi16(s_hi[w], _mm512_maddubs_epi16(w_hi[w], a_hi)));
+                }
+            }
+        }
+        const __m256 d = _mm256_load_ps(d8), dmin = _mm256_load_ps(dmin8);
+        if (kPerPair) {
+            __m256 pair[4];
+            for (int p = 0; p < 2; ++p) {
+                __m512i lo4, hi4;  // outputs 0..3, 4..7
+                quarter_sums8(t[p], lo4, hi4);
+                pair[2 * p] = cvt8(_mm_add_epi32(lane128(lo4, 0), lane128(lo4, 1)), _mm_add_epi32(lane128(hi4, 0), lane128(hi4, 1)));
+                pair[2 * p + 1] =
+                    cvt8(_mm_add_epi32(lane128(lo4, 2), lane128(lo4, 3)), _mm_add_epi32(lane128(hi4, 2), lane128(hi4, 3)));
+            }
+            __m128 m[8];
+            for (int o = 0; o < 8; ++o) m[o] = _mm_cvtepi32_ps(min_pairs[o]);
+            _MM_TRANSPOSE4_PS(m[0], m[1], m[2], m[3]);
+            _MM_TRANSPOSE4_PS(m[4], m[5], m[6], m[7]);
+            for (int j = 0; j < 4; ++j) {
+                acc = _mm256_fmadd_ps(pair[j], d, acc);
+                acc_min = _mm256_fmadd_ps(_mm256_insertf128_ps(_mm256_castps128_ps256(m[j]), m[4 + j], 1), dmin, acc_min);
+            }
+        } else {
+            __m512i whole[8];
+            for (int o = 0; o < 8; ++o) whole[o] = _mm512_add_epi32(t[0][o], t[1][o]);
+            __m512i lo4, hi4;
+            quarter_sums8(whole, lo4, hi4);
+            const __m256i lo = _mm256_add_epi32(_mm512_castsi512_si256(lo4), _mm512_extracti64x4_epi64(lo4, 1));
+            const __m256i hi = _mm256_add_epi32(_mm512_castsi512_si256(hi4), _mm512_extracti64x4_epi64(hi4, 1));
+            const __m128i sums_lo = _mm_add_epi32(_mm256_castsi256_si128(lo), _mm256_extracti128_si256(lo, 1));
+            const __m128i sums_hi = _mm_add_epi32(_mm256_castsi256_si128(hi), _mm256_extracti128_si256(hi, 1));
+            const __m128i mins_lo = _mm_hadd_epi32(_mm_hadd_epi32(min_pairs[0], min_pairs[1]), _mm_hadd_epi32(min_pairs[2], min_pairs[3]));
+            const __m128i mins_hi = _mm_hadd_epi32(_mm_hadd_epi32(min_pairs[4], min_pairs[5]), _mm_hadd_epi32(min_pairs[6], min_pairs[7]));
+            acc = _mm256_fmadd_ps(cvt8(sums_lo, sums_hi), d, acc);
+            acc_min = _mm256_fmadd_ps(cvt8(mins_lo, mins_hi), dmin, acc_min);
+        }
+    }
+    _mm256_storeu_ps(out, _mm256_sub_ps(acc, acc_min));
+}
+
 // Q6_K: per half h (128 elements), the 64 bytes ql hold elements 0..63 in their low nibbles and
 // 64..127 in their high nibbles (contiguous, matching the activation bytes); the two high bits of
 // element l + 32t come from bits 2t..2t+1 of qh[l]. The code bias 32 is removed through the bsums:
@@ -620,8 +737,8 @@ void fill_avx512_vec_dot(VecDotKernels& k) {
     // Repacked Q4_K takes llama.cpp's gemv / gemm order, so its faster integer part may be used.
     k.repack[static_cast<uint32_t>(GgmlType::Q4_K)] = repack_q4_k<false>;
     k.repack_gemm[static_cast<uint32_t>(GgmlType::Q4_K)] = repack_q4_k<true>;
-    k.repack4[static_cast<uint32_t>(GgmlType::Q4_K)] = {repack_q4_k_x4<false>, repack_q4_k<false>};
-    k.repack_gemm4[static_cast<uint32_t>(GgmlType::Q4_K)] = {repack_q4_k_x4<true>, repack_q4_k<true>};
+    k.repack4[static_cast<uint32_t>(GgmlType::Q4_K)] = {repack_q4_k_x4<false>, repack_q4_k<false>, repack_q4_k_2x4<false>};
+    k.repack_gemm4[static_cast<uint32_t>(GgmlType::Q4_K)] = {repack_q4_k_x4<true>, repack_q4_k<true>, repack_q4_k_2x4<true>};
     (void)&dot_q45_k<false>;
     (void)&dot_q45_k<true>;
     (void)&dot_q6_k;

@@ -599,7 +599,7 @@ TEST_CASE("tinyBLAS and repacked-kernel dots follow llama.cpp's float orders bit
     CHECK(!x86 || checked > 0);
 }
 
-TEST_CASE("four-row kernels equal their one-row kernels bit for bit, row by row") {
+TEST_CASE("four-row (and two-by-four-row) kernels equal their one-row kernels bit for bit, row by row") {
     Rng rng(777);
     int checked = 0;
     for (Isa isa : simd_levels()) {
@@ -624,6 +624,21 @@ TEST_CASE("four-row kernels equal their one-row kernels bit for bit, row by row"
                             ++checked;
                             CHECK_MSG(out[r] == want || (std::isnan(out[r]) && std::isnan(want)), "%s on %s n=%lld row %d: %.9g vs %.9g",
                                       name(w), moe::cpu::isa_name(isa), static_cast<long long>(n), r, out[r], want);
+                        }
+                        if (!pair.two_by_four) continue;
+                        // Two weight rows, adjacent with a gap (row stride past the row's bytes).
+                        const std::vector<uint8_t> second = random_weight_bytes(w, n, rng);
+                        std::vector<uint8_t> both(2 * wrow.size() + 64);
+                        std::memcpy(both.data(), wrow.data(), wrow.size());
+                        std::memcpy(both.data() + wrow.size() + 64, second.data(), second.size());
+                        float eight[8];
+                        pair.two_by_four(n, both.data(), wrow.size() + 64, ptrs, eight);
+                        for (int o = 0; o < 8; ++o) {
+                            const float want = one(n, o < 4 ? wrow.data() : second.data(), ptrs[o % 4]);
+                            ++checked;
+                            CHECK_MSG(eight[o] == want || (std::isnan(eight[o]) && std::isnan(want)),
+                                      "%s on %s n=%lld two rows, output %d: %.9g vs %.9g", name(w), moe::cpu::isa_name(isa),
+                                      static_cast<long long>(n), o, eight[o], want);
                         }
                     }
                 }
