@@ -12,10 +12,14 @@ namespace moe::runtime {
 namespace {
 
 // After a pass, the requests it completed usually come straight back with their next token (JS
-// samples nothing: it only streams the text and asks for the next step). The next pass waits up
-// to this long for them so that concurrent generations keep sharing passes; a request that does
-// not come back (its generation ended, its consumer is slow) costs this once.
-constexpr auto kGatherWindow = std::chrono::microseconds(2000);
+// samples nothing: it only streams the text and asks for the next step). The next pass waits for
+// them so that concurrent generations keep sharing passes, up to a quarter of the last pass's
+// duration within these bounds: with many streams the JS round trips of all of them take several
+// milliseconds, and a pass that leaves some behind costs another full read of the active experts'
+// weights for the stragglers. A request that does not come back (its generation ended, its
+// consumer is slow) costs the window once.
+constexpr auto kMinGatherWindow = std::chrono::microseconds(2000);
+constexpr auto kMaxGatherWindow = std::chrono::microseconds(20000);
 
 std::exception_ptr aborted() {
     return std::make_exception_ptr(Error(ErrorCode::Aborted, "evaluation aborted"));
@@ -46,6 +50,7 @@ struct Scheduler::Core {
     // Engine-thread state.
     std::vector<ActivePtr> active;  // in arrival order
     size_t expected = 0;            // requests the last pass completed (likely to come back)
+    std::chrono::steady_clock::duration last_pass_duration{};
 
     void loop();
     void admit(std::deque<ActivePtr>& arrived);
@@ -108,7 +113,9 @@ void Scheduler::Core::loop() {
             wake.wait(lock, [&] { return stopping || !jobs.empty() || !incoming.empty() || !active.empty(); });
             if (jobs.empty() && incoming.empty() && active.empty()) return;  // stopping and drained
             if (jobs.empty() && incoming.size() < expected) {
-                wake.wait_for(lock, kGatherWindow, [&] { return stopping || !jobs.empty() || incoming.size() >= expected; });
+                const auto window = std::clamp<std::chrono::steady_clock::duration>(last_pass_duration / 4, kMinGatherWindow,
+                                                                                   kMaxGatherWindow);
+                wake.wait_for(lock, window, [&] { return stopping || !jobs.empty() || incoming.size() >= expected; });
             }
             expected = 0;
             ready_jobs.swap(jobs);
@@ -128,7 +135,11 @@ void Scheduler::Core::loop() {
             std::lock_guard<std::mutex> lock(mutex);
             for (auto it = arrived.rbegin(); it != arrived.rend(); ++it) incoming.push_front(std::move(*it));
         }
-        if (!active.empty()) run_pass();
+        if (!active.empty()) {
+            const auto started = std::chrono::steady_clock::now();
+            run_pass();
+            last_pass_duration = std::chrono::steady_clock::now() - started;
+        }
     }
 }
 
