@@ -46,6 +46,11 @@
       'sources': ['<@(moe_core_sources)', '<@(moe_napi_sources)'],
       'dependencies': ['moe_avx2', 'moe_avx512'],
       'libraries': ['-lpthread'],
+      'conditions': [
+        # dlopen for the NVIDIA driver probe (cpp/gpu/cuda_driver.cc): part of libc from glibc 2.34,
+        # a library of its own before, where prebuilds for old distributions are made.
+        ['OS=="linux"', {'libraries': ['-ldl']}],
+      ],
     },
   ],
 }

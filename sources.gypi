@@ -29,6 +29,10 @@
       'cpp/sampling/sampler.cc',
       'cpp/grammar/grammar.cc',
       'cpp/runtime/scheduler.cc',
+      'cpp/runtime/placement.cc',
+      'cpp/gpu/cuda_driver.cc',
+      'cpp/gpu/select.cc',
+      'cpp/gpu/backend_stub.cc',
     ],
     # Compiled with -mavx2 -mfma -mf16c; only called after cpuid says the CPU has them.
     'moe_avx2_sources': [
@@ -51,6 +55,7 @@
       'cpp/napi/quant_binding.cc',
       'cpp/napi/sampler_binding.cc',
       'cpp/napi/grammar_binding.cc',
+      'cpp/napi/gpu_binding.cc',
     ],
   },
 }

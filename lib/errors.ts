@@ -49,10 +49,34 @@ export class NativeBindingError extends NodeMoeError {
   }
 }
 
-/** A native allocation failed. Nothing was changed; the process keeps running. */
+/**
+ * A native allocation failed, or a model does not fit in GPU memory with the placement asked for
+ * (`gpu: 'cuda'`); the message then names what would fit (`experts: 'cpu'`, fewer `gpuLayers`).
+ * Nothing was changed; the process keeps running.
+ */
 export class OutOfMemoryError extends NodeMoeError {
-  constructor(message: string, options?: { cause?: unknown }) {
-    super(message, 'NODE_MOE_OUT_OF_MEMORY', options);
+  /** Bytes the placement needs on the GPU (only for GPU placements). */
+  readonly neededBytes: number | undefined;
+  /** Bytes available there: free memory minus the reserve kept free (only for GPU placements). */
+  readonly availableBytes: number | undefined;
+  constructor(message: string, options: { cause?: unknown; neededBytes?: number; availableBytes?: number } = {}) {
+    super(message, 'NODE_MOE_OUT_OF_MEMORY', options.cause === undefined ? undefined : { cause: options.cause });
+    this.neededBytes = options.neededBytes;
+    this.availableBytes = options.availableBytes;
+  }
+}
+
+/**
+ * The CUDA backend was asked for (`gpu: 'cuda'`) and cannot be used: no NVIDIA driver or device, a
+ * driver that failed to initialise, a build of node-moe without the CUDA backend, or one whose
+ * CUDA backend cannot run the model. Nothing stays loaded; `reason` says which, in one line.
+ */
+export class GpuUnavailableError extends NodeMoeError {
+  /** Why CUDA cannot be used, e.g. `'no NVIDIA driver (libcuda.so.1 not found)'`. */
+  readonly reason: string;
+  constructor(reason: string, options?: { cause?: unknown }) {
+    super(`CUDA is not available: ${reason}`, 'NODE_MOE_GPU_UNAVAILABLE', options);
+    this.reason = reason;
   }
 }
 
@@ -136,8 +160,16 @@ export function translateNativeError(error: unknown, context: { path?: string } 
       return new UnsupportedTypeError(error.message + where, { cause: error });
     case 'NODE_MOE_CPU_UNSUPPORTED':
       return new CpuUnsupportedError(error.message, { cause: error });
-    case 'NODE_MOE_OUT_OF_MEMORY':
-      return new OutOfMemoryError(error.message + where, { cause: error });
+    case 'NODE_MOE_OUT_OF_MEMORY': {
+      const { neededBytes, availableBytes } = error as { neededBytes?: unknown; availableBytes?: unknown };
+      return new OutOfMemoryError(error.message + where, {
+        cause: error,
+        ...(typeof neededBytes === 'number' ? { neededBytes } : {}),
+        ...(typeof availableBytes === 'number' ? { availableBytes } : {}),
+      });
+    }
+    case 'NODE_MOE_GPU_UNAVAILABLE':
+      return new GpuUnavailableError(error.message, { cause: error });
     case 'NODE_MOE_MODEL_FORMAT':
       return new ModelFormatError(error.message + where, { cause: error });
     case 'NODE_MOE_CONTEXT_OVERFLOW':

@@ -18,6 +18,8 @@ export type { GgmlTypeGeometry, GgmlTypeName } from './ggml-types.js';
 export { dequantize, dequantizeSync, getCpuInfo, getGgmlTypeSupport, quantize, quantizeSync } from './quant.js';
 export type { CpuInfo, CpuKernelLevel, GgmlTypeSupport, KernelOptions } from './quant.js';
 export { loadModel, Model, Sequence } from './model.js';
+export { getGpuInfo } from './gpu.js';
+export type { BackendInfo, ExpertsOption, GpuDevice, GpuInfo, GpuOption, PlacementLayer, PlacementSummary } from './gpu.js';
 export { Generation } from './generate.js';
 export { Chat } from './chat-session.js';
 export { runTools } from './tools.js';
@@ -85,6 +87,7 @@ export {
   ModelDisposedError,
   ModelFormatError,
   GgufError,
+  GpuUnavailableError,
   NativeBindingError,
   NodeMoeError,
   OutOfMemoryError,

@@ -8,6 +8,7 @@ import { readGgufInfo } from './gguf/read.js';
 import { Chat, type ChatOptions } from './chat-session.js';
 import type { ChatMetadata } from './chat/index.js';
 import { generate, type GenerateOptions, type Generation, type GenerationPart, type GenerationResult } from './generate.js';
+import { backendInfo, decideBackend, nativeGpuRequest, parseGpuOptions, type BackendInfo, type ExpertsOption, type GpuOption } from './gpu.js';
 import type { NativeCancelFlag, NativeGrammarMatcher, NativeModel, NativeModelInfo, NativeSampler, NativeSequence, PrefixCacheStats } from './native-types.js';
 import { ModelGrammars, type InferSchema, type JsonSchema } from './structured.js';
 import { createTokenizer, type TokenizeOptions, type Tokenizer } from './tokenizer/tokenizer.js';
@@ -39,6 +40,32 @@ export interface LoadModelOptions {
    * Default `512 MiB`.
    */
   prefixCacheSize?: number;
+  /**
+   * Where the model runs. `'auto'`: on a CUDA GPU when this build of node-moe has the CUDA
+   * backend, an NVIDIA driver and device answer (probed once per process, in a child process) and
+   * the model fits the device's free memory (shrinking the placement as `experts` and `gpuLayers`
+   * describe); otherwise on the CPU, with the reason in `model.info.backend.reason`. `'cuda'`: on
+   * the GPU exactly as `gpuLayers` / `experts` say, or reject with `GpuUnavailableError` (no CUDA)
+   * or `OutOfMemoryError` (does not fit; the message names what would). `false`: the CPU, no probe.
+   * Default `'auto'`.
+   */
+  gpu?: GpuOption;
+  /**
+   * Layers on the GPU, counted from the last (as llama.cpp's `n_gpu_layers`); the output head goes
+   * with them, the rest run on the CPU. Values above the model's block count mean all. With
+   * `gpu: 'auto'` an upper bound the planner may lower to fit. Ignored with `gpu: false`.
+   * Default: all layers.
+   */
+  gpuLayers?: number;
+  /**
+   * Where the routed experts of GPU layers go. `'gpu'`: with their layer. `'cpu'`: they stay in
+   * (memory-mapped) CPU memory and run on the CPU kernels while the GPU does attention and shared
+   * experts: a model far larger than the GPU runs with little device memory. A number N: the last
+   * N MoE layers keep theirs on the GPU, earlier ones use the CPU (N above the MoE layers: all).
+   * With `gpu: 'auto'` an upper bound: experts of the first layers move to the CPU first when the
+   * model does not fit. Ignored with `gpu: false` and for dense models. Default `'gpu'`.
+   */
+  experts?: ExpertsOption;
 }
 
 /** What a loaded model is. */
@@ -71,6 +98,8 @@ export interface ModelInfo {
   fileType: number;
   /** Bytes of tensor data. */
   sizeBytes: number;
+  /** Where the model runs and why: `{ kind: 'cpu' | 'cuda', reason, device?, placement? }`. */
+  backend: BackendInfo;
 }
 
 export interface CreateSequenceOptions {
@@ -345,7 +374,7 @@ export class Model {
   readonly info: ModelInfo;
 
   /** @internal */
-  constructor(native: NativeModel, tokenizer: Tokenizer, metadata: ChatMetadata, maxConcurrency = 16) {
+  constructor(native: NativeModel, tokenizer: Tokenizer, metadata: ChatMetadata, backend: BackendInfo, maxConcurrency = 16) {
     this.#native = native;
     this.#maxConcurrency = maxConcurrency;
     this._grammars = new ModelGrammars(tokenizer);
@@ -353,7 +382,7 @@ export class Model {
     this.#metadata = metadata;
     // The native info also carries engine settings (default context, threads) that are not model facts.
     const { defaultContextSize: _context, threads: _threads, ...info }: NativeModelInfo = native.info();
-    this.info = Object.freeze(info);
+    this.info = Object.freeze({ ...info, backend });
   }
 
   get disposed(): boolean {
@@ -502,9 +531,13 @@ export class Model {
   }
 }
 
-/** Loads a GGUF model. Parsing, validation and preparation run off the JS thread. */
+/**
+ * Loads a GGUF model. Parsing, validation and preparation run off the JS thread. Where it runs
+ * (CPU or CUDA, see the `gpu` option) is in `model.info.backend`.
+ */
 export async function loadModel(path: string, options: LoadModelOptions = {}): Promise<Model> {
   const { threads, contextSize, kvCacheType, signal, onProgress, maxConcurrency, prefixCacheSize } = options;
+  const gpuRequest = parseGpuOptions(options);
   if (prefixCacheSize !== undefined && (!Number.isSafeInteger(prefixCacheSize) || prefixCacheSize < 0)) {
     throw new RangeError(`prefixCacheSize must be a byte count >= 0, got ${prefixCacheSize}`);
   }
@@ -520,12 +553,15 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
   if (kvCacheType !== undefined && !['F16', 'F32', 'Q8_0'].includes(kvCacheType)) {
     throw new RangeError(`kvCacheType must be 'F16', 'F32' or 'Q8_0', got ${String(kvCacheType)}`);
   }
+  // Before anything is read: 'cuda' without CUDA rejects here with GpuUnavailableError.
+  const decision = await decideBackend(gpuRequest);
   const { flag, done } = cancelFlagFor(signal);
   try {
     const infoPromise = readGgufInfo(path);
     infoPromise.catch(() => {}); // awaited below; if the native load fails first, its error is the one to report
+    const gpu = decision.kind === 'cuda' ? { gpu: nativeGpuRequest(gpuRequest, decision.device) } : {};
     const native = await loadBinding()
-      .loadModel(path, { threads, contextSize, kvCacheType, ...(prefixCacheSize === undefined ? {} : { prefixCacheSize }) }, onProgress, flag)
+      .loadModel(path, { threads, contextSize, kvCacheType, ...(prefixCacheSize === undefined ? {} : { prefixCacheSize }), ...gpu }, onProgress, flag)
       .catch((e: unknown) => {
         throw translate(e, signal, path);
       });
@@ -538,7 +574,7 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
       native.dispose();
       throw error;
     }
-    return new Model(native, tokenizer, metadata, maxConcurrency);
+    return new Model(native, tokenizer, metadata, backendInfo(decision, native.backend()), maxConcurrency);
   } finally {
     done();
   }

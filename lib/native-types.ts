@@ -2,6 +2,8 @@
  * The shape of the native addon's exports (cpp/napi/). Only lib/ talks to these; users get the
  * typed wrappers in the other modules.
  */
+import type { GpuDevice } from './gpu-probe.js';
+import type { PlacementSummary, TensorRole } from './gpu.js';
 
 export interface NativeGgufTensorInfo {
   name: string;
@@ -130,8 +132,17 @@ export interface NativeSchedulerStats {
   maxRequests: number;
 }
 
+/** Where the loader put a model (cpp/napi/gpu_binding.cc backend_to_js). */
+export interface NativeBackend {
+  kind: 'cpu' | 'cuda';
+  /** Empty when no GPU request reached the loader (lib/ then has the reason). */
+  reason: string;
+  placement?: PlacementSummary;
+}
+
 export interface NativeModel {
   info(): NativeModelInfo;
+  backend(): NativeBackend;
   createSequence(contextSize: number): NativeSequence;
   schedulerStats(): NativeSchedulerStats;
   prefixCacheStats(): PrefixCacheStats;
@@ -143,6 +154,58 @@ export interface NativeLoadOptions {
   contextSize?: number;
   kvCacheType?: string;
   prefixCacheSize?: number;
+  /** A probed CUDA device to plan the model onto (absent: the CPU, decided in lib/gpu.ts). */
+  gpu?: NativeGpuRequest;
+}
+
+export interface NativeGpuRequest {
+  mode: 'auto' | 'cuda';
+  device: number;
+  deviceName: string;
+  freeMemory: number;
+  totalMemory: number;
+  /** Bytes kept free on the device; default 5% of totalMemory + 512 MiB. */
+  reserveBytes?: number;
+  gpuLayers?: number;
+  experts?: 'gpu' | 'cpu' | number;
+}
+
+/** The driver probe's answer (cpp/gpu/cuda_driver.h CudaProbe). */
+export interface NativeCudaProbe {
+  ok: boolean;
+  reason: string;
+  driverVersion: number;
+  devices: GpuDevice[];
+}
+
+/** One tensor of a planPlacement input; layer and role default to what the GGUF name says. */
+export interface NativePlacementTensor {
+  name: string;
+  bytes: number;
+  layer?: number;
+  role?: TensorRole;
+}
+
+/** planPlacement's input (cpp/runtime/placement.h PlacementInput + PlacementOptions). */
+export interface NativePlacementInput {
+  tensors: NativePlacementTensor[];
+  blockCount: number;
+  /** [blockCount] KV-cache bytes of each layer. */
+  kvBytes?: number[];
+  computeBytes?: number;
+  freeMemory: number;
+  totalMemory?: number;
+  reserveBytes?: number;
+  /** 'auto' (default): shrink until it fits; 'cuda': exactly these options. */
+  mode?: 'auto' | 'cuda';
+  gpuLayers?: number;
+  experts?: 'gpu' | 'cpu' | number;
+}
+
+export interface NativePlacement extends PlacementSummary {
+  tensors: (Required<NativePlacementTensor> & { device: 'gpu' | 'cpu' })[];
+  /** The out-of-memory message gpu: 'cuda' gives this plan, when it does not fit. */
+  error?: string;
 }
 
 /** A compiled grammar (lib/grammar's IR, parsed natively). */
@@ -179,4 +242,9 @@ export interface NativeBinding {
   dequantizeSync(typeId: number, data: Uint8Array, count: number, isa?: string): Float32Array;
   cpuInfo(): NativeCpuInfo;
   typeTraits(): NativeTypeTraits[];
+  /** The addon was compiled with NODE_MOE_CUDA (the CUDA variant). */
+  cudaBuild: boolean;
+  /** Asks the NVIDIA driver for its devices (dlopen; `library` replaces libcuda.so.1). Run it in a child process. */
+  probeCuda(library?: string): NativeCudaProbe;
+  planPlacement(input: NativePlacementInput): NativePlacement;
 }

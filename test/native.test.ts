@@ -31,7 +31,7 @@ for (const sanitize of [false, true]) {
       buildDir = build(sanitize);
     }, 900_000);
 
-    for (const name of ['test_quant', 'test_gguf', 'test_matmul', 'test_ops', 'test_sampling', 'test_kv', 'test_grammar']) {
+    for (const name of ['test_quant', 'test_gguf', 'test_matmul', 'test_ops', 'test_sampling', 'test_kv', 'test_grammar', 'test_placement']) {
       it(name, () => {
         const { passed, failed } = runNative(path.join(buildDir, name));
         expect(failed).toBe(0);

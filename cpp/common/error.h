@@ -19,6 +19,7 @@ enum class ErrorCode : int {
     ContextOverflow = 8,  // a sequence would grow past its context size (JS: ContextOverflowError)
     ModelFormat = 9,      // a valid GGUF that is not a model we can run: missing key/tensor, bad shape, unknown arch
     StateFormat = 10,     // a saved sequence state that is not one, is damaged or belongs to another model (JS: StateFormatError)
+    GpuUnavailable = 11,  // CUDA was asked for and cannot be used: no driver / device, no backend in this build (JS: GpuUnavailableError)
 };
 
 constexpr uint64_t kNoOffset = UINT64_MAX;
@@ -36,6 +37,21 @@ public:
 private:
     ErrorCode code_;
     uint64_t offset_;
+};
+
+// OutOfMemory with the numbers a caller can act on: the bytes a plan needs on a device and the
+// bytes available there (JS: OutOfMemoryError's neededBytes / availableBytes).
+class MemoryError : public Error {
+public:
+    MemoryError(const std::string& message, uint64_t needed_bytes, uint64_t available_bytes)
+        : Error(ErrorCode::OutOfMemory, message), needed_(needed_bytes), available_(available_bytes) {}
+
+    uint64_t needed_bytes() const noexcept { return needed_; }
+    uint64_t available_bytes() const noexcept { return available_; }
+
+private:
+    uint64_t needed_;
+    uint64_t available_;
 };
 
 }  // namespace moe

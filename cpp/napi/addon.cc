@@ -11,6 +11,7 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
     moe::napi::init_model_binding(env, exports);
     moe::napi::init_sampler_binding(env, exports);
     moe::napi::init_grammar_binding(env, exports);
+    moe::napi::init_gpu_binding(env, exports);
     exports.Set("napiVersion", Napi::Number::New(env, NAPI_VERSION));
     return exports;
 }

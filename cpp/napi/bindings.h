@@ -10,5 +10,6 @@ void init_gguf_binding(Napi::Env env, Napi::Object exports);
 void init_model_binding(Napi::Env env, Napi::Object exports);
 void init_sampler_binding(Napi::Env env, Napi::Object exports);
 void init_grammar_binding(Napi::Env env, Napi::Object exports);
+void init_gpu_binding(Napi::Env env, Napi::Object exports);
 
 }  // namespace moe::napi

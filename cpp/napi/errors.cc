@@ -20,6 +20,7 @@ const char* code_string(ErrorCode code) {
         case ErrorCode::Aborted: return "NODE_MOE_ABORTED";
         case ErrorCode::ContextOverflow: return "NODE_MOE_CONTEXT_OVERFLOW";
         case ErrorCode::ModelFormat: return "NODE_MOE_MODEL_FORMAT";
+        case ErrorCode::GpuUnavailable: return "NODE_MOE_GPU_UNAVAILABLE";
     }
     return "NODE_MOE_INTERNAL";
 }
@@ -35,6 +36,11 @@ Napi::Value make_error(Napi::Env env, const char* message, const char* code) {
 Napi::Value engine_error_value(Napi::Env env, std::exception_ptr error) {
     try {
         std::rethrow_exception(error);
+    } catch (const MemoryError& e) {
+        Napi::Object err = make_error(env, e.what(), code_string(e.code())).As<Napi::Object>();
+        err.Set("neededBytes", Napi::Number::New(env, static_cast<double>(e.needed_bytes())));
+        err.Set("availableBytes", Napi::Number::New(env, static_cast<double>(e.available_bytes())));
+        return err;
     } catch (const Error& e) {
         Napi::Object err = make_error(env, e.what(), code_string(e.code())).As<Napi::Object>();
         if (e.has_offset()) err.Set("offset", Napi::Number::New(env, static_cast<double>(e.offset())));

@@ -15,6 +15,7 @@
 #include "background.h"
 #include "bindings.h"
 #include "errors.h"
+#include "gpu_binding.h"
 #include "grammar_binding.h"
 #include "sampler_binding.h"
 
@@ -26,6 +27,9 @@ namespace {
 // thread can go away under a running evaluation.
 struct ModelState {
     std::unique_ptr<model::Model> model;
+    // Where the model runs, and its CUDA backend if any: destroyed after the engine and before the
+    // model whose mapping the backend reads.
+    gpu::BackendChoice backend;
     std::unique_ptr<runtime::Scheduler> engine;  // destroyed first: it finishes its queue, then stops
 };
 
@@ -349,6 +353,7 @@ public:
                             InstanceMethod<&ModelHandle::create_sequence>("createSequence"),
                             InstanceMethod<&ModelHandle::scheduler_stats>("schedulerStats"),
                             InstanceMethod<&ModelHandle::prefix_cache_stats>("prefixCacheStats"),
+                            InstanceMethod<&ModelHandle::backend>("backend"),
                             InstanceMethod<&ModelHandle::dispose>("dispose")});
     }
     explicit ModelHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ModelHandle>(info) {}
@@ -361,6 +366,9 @@ private:
     }
 
     Napi::Value info(const Napi::CallbackInfo& info) { return info_to_js(info.Env(), live(info.Env())->model->info()); }
+
+    // backend() → { kind: 'cpu' | 'cuda', reason, placement? }: where the loader put the model.
+    Napi::Value backend(const Napi::CallbackInfo& info) { return backend_to_js(info.Env(), live(info.Env())->backend); }
 
     // prefixCacheStats() → {lookups, hits, restoredTokens, blocks, bytes, evictedBlocks, blockTokens}
     Napi::Value prefix_cache_stats(const Napi::CallbackInfo& info) {
@@ -415,6 +423,7 @@ private:
 };
 
 // loadModel(path, options, onProgress?: (p) => void, cancel?: CancelFlag) → Promise<Model>
+// options.gpu (gpu_binding.h): a device lib/ probed, for the loader to plan the model onto.
 Napi::Value load_model(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     return call_engine(env, [&]() -> Napi::Value {
@@ -431,6 +440,7 @@ Napi::Value load_model(const Napi::CallbackInfo& info) {
         }
         options.prefix_cache_bytes = static_cast<size_t>(prefix_bytes);
         options.isa = cpu::active_isa();
+        const gpu::GpuRequest gpu_request = gpu_request_option(opts);
         auto cancel = info.Length() > 3 ? cancel_argument(info[3]) : nullptr;
 
         std::shared_ptr<Napi::ThreadSafeFunction> progress;
@@ -469,7 +479,7 @@ Napi::Value load_model(const Napi::CallbackInfo& info) {
         };
         return BackgroundTask<std::shared_ptr<ModelState>>::run(
             env,
-            [path, options, progress]() {
+            [path, options, progress, gpu_request]() {
                 struct ReleaseProgress {
                     std::shared_ptr<Napi::ThreadSafeFunction> p;
                     ~ReleaseProgress() {
@@ -477,7 +487,10 @@ Napi::Value load_model(const Napi::CallbackInfo& info) {
                     }
                 } release{progress};
                 auto state = std::make_shared<ModelState>();
+                // The GPU plan comes first, so a model that cannot fit fails before it is mapped.
+                state->backend = gpu::plan_backend(path, options, gpu_request);
                 state->model = model::Model::load(path, options);
+                gpu::start_backend(state->backend, *state->model, gpu_request.mode);
                 state->engine = std::make_unique<runtime::Scheduler>(*state->model);
                 return state;
             },
