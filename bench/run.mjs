@@ -16,6 +16,9 @@
 //                    --llama-threads N (llama.cpp's threads, default --threads)]
 // (npm run bench runs this, then bench/concurrency.mjs and bench/structured.mjs; `npm run bench -- …` would
 // hand the options to the last of them, so run this script directly to pass options.)
+// --gpu: both engines on CUDA with every layer on the GPU (node-moe gpu: 'cuda'; node-llama-cpp's prebuilt
+// CUDA build, gpuLayers 'max'); the bandwidth rows then still describe the CPU's memory, and the achieved HBM
+// bandwidth of the MoE layer comes from the CUDA kernel benchmark (test/gpu/device-check.sh).
 // --models '' --model f.gguf benchmarks only f.gguf (--model may be repeated). --no-llama-8k: 8k context with
 // node-moe only. A timed run during which other processes used over --max-others of the CPUs is repeated.
 import { spawnSync } from 'node:child_process';
@@ -67,6 +70,7 @@ const { values: args } = parseArgs({
     'max-others': { type: 'string', default: '0.15' },
     retries: { type: 'string', default: '2' },
     json: { type: 'string' },
+    gpu: { type: 'boolean', default: false },
     child: { type: 'string' },
   },
 });
@@ -125,7 +129,8 @@ async function openEngine(spec) {
     return {
       async load(contextSize) {
         // No prefix cache: repeated prompts must be evaluated again, as llama.cpp's cleared sequences are.
-        const model = await loadModel(file, { threads, contextSize, prefixCacheSize: 0 });
+        // --gpu: every layer and expert on the GPU; a machine without one fails here, with the reason.
+        const model = await loadModel(file, { threads, contextSize, prefixCacheSize: 0, gpu: spec.gpu ? 'cuda' : false });
         return {
           sequence(size) {
             const seq = model.createSequence({ contextSize: size });
@@ -152,10 +157,11 @@ async function openEngine(spec) {
     };
   }
   const { getLlama } = await import('node-llama-cpp');
-  const llama = await getLlama({ gpu: false, logLevel: 'error', maxThreads: threads, build: 'never' });
+  // --gpu: node-llama-cpp's prebuilt CUDA build (@node-llama-cpp/linux-x64-cuda), every layer offloaded.
+  const llama = await getLlama({ gpu: spec.gpu ? 'cuda' : false, logLevel: 'error', maxThreads: threads, build: 'never' });
   return {
     async load(contextSize) {
-      const model = await llama.loadModel({ modelPath: file, gpuLayers: 0 });
+      const model = await llama.loadModel({ modelPath: file, gpuLayers: spec.gpu ? 'max' : 0 });
       const contexts = new Set();
       let streamContext;
       const context = async (options) => {
@@ -391,7 +397,7 @@ const specFile = path.join(os.tmpdir(), `node-moe-bench-${process.pid}.json`);
  */
 async function child(spec) {
   if (spec.job !== 'warmup') spec = { ...spec, busyBefore: await waitForIdle() };
-  writeFileSync(specFile, JSON.stringify({ threads: spec.engine === 'llama.cpp' ? llamaThreads : threads, maxOthers, ...spec }));
+  writeFileSync(specFile, JSON.stringify({ threads: spec.engine === 'llama.cpp' ? llamaThreads : threads, maxOthers, gpu: args.gpu, ...spec }));
   const before = cpuTimes();
   const t = performance.now();
   const r = spawnSync(process.execPath, [SELF, '--child', specFile], {
