@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "../native/check.h"
+#include "cuda_check.cuh"
 #include "../native/rng.h"
 #include "attention.cuh"
 #include "cpu/cpu_features.h"
@@ -39,37 +40,9 @@ namespace k = moe::kernels;
 namespace mc = moe::cuda;
 namespace q16 = moe::quant;
 
-bool have_device() {
-    int count = 0;
-    const cudaError_t err = cudaGetDeviceCount(&count);
-    if (err != cudaSuccess || count == 0) {
-        std::printf("skipped: no CUDA device (%s)\n", err == cudaSuccess ? "0 devices" : cudaGetErrorString(err));
-        return false;
-    }
-    return true;
-}
+using moe_test::have_device;
 
-template <class T>
-struct Dev {
-    T* p = nullptr;
-    size_t n = 0;
-    explicit Dev(size_t count) : n(count) {
-        if (cudaMalloc(&p, std::max<size_t>(1, n) * sizeof(T)) != cudaSuccess) p = nullptr;
-        CHECK(p != nullptr);
-    }
-    explicit Dev(const std::vector<T>& host) : Dev(host.size()) {
-        if (p && n) CHECK(cudaMemcpy(p, host.data(), n * sizeof(T), cudaMemcpyHostToDevice) == cudaSuccess);
-    }
-    ~Dev() { cudaFree(p); }
-    Dev(const Dev&) = delete;
-    Dev& operator=(const Dev&) = delete;
-    std::vector<T> get() const {
-        std::vector<T> host(n);
-        CHECK(cudaDeviceSynchronize() == cudaSuccess);
-        if (n) CHECK(cudaMemcpy(host.data(), p, n * sizeof(T), cudaMemcpyDeviceToHost) == cudaSuccess);
-        return host;
-    }
-};
+using moe_test::Dev;
 
 moe::runtime::ThreadPool& pool() {
     static moe::runtime::ThreadPool p(std::max(1, moe::runtime::ThreadPool::physical_cores()));

@@ -9,20 +9,13 @@
 #include <vector>
 
 #include "../native/check.h"
+#include "cuda_check.cuh"
 #include "dequantize.cuh"
 #include "quant/quant.h"
 
 namespace {
 
-bool have_device() {
-    int count = 0;
-    const cudaError_t err = cudaGetDeviceCount(&count);
-    if (err != cudaSuccess || count == 0) {
-        std::printf("skipped: no CUDA device (%s)\n", err == cudaSuccess ? "0 devices" : cudaGetErrorString(err));
-        return false;
-    }
-    return true;
-}
+using moe_test::have_device;
 
 TEST_CASE("cuda dequantize equals the scalar reference bit for bit") {
     using moe::quant::GgmlType;

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "../native/check.h"
+#include "cuda_check.cuh"
 #include "dequantize.cuh"
 #include "kernels/matmul.h"
 #include "matmul.cuh"
@@ -24,15 +25,7 @@ namespace {
 
 using moe::quant::GgmlType;
 
-bool have_device() {
-    int count = 0;
-    const cudaError_t err = cudaGetDeviceCount(&count);
-    if (err != cudaSuccess || count == 0) {
-        std::printf("skipped: no CUDA device (%s)\n", err == cudaSuccess ? "0 devices" : cudaGetErrorString(err));
-        return false;
-    }
-    return true;
-}
+using moe_test::have_device;
 
 const GgmlType kTypes[] = {GgmlType::F32,  GgmlType::F16,  GgmlType::BF16, GgmlType::Q4_0, GgmlType::Q4_1,
                            GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q8_0, GgmlType::Q2_K, GgmlType::Q3_K,

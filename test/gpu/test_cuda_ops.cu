@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "../native/check.h"
+#include "cuda_check.cuh"
 #include "../native/rng.h"
 #include "cpu/cpu_features.h"
 #include "kernels/ops.h"
@@ -33,38 +34,9 @@ using moe_test::Rng;
 namespace k = moe::kernels;
 namespace mc = moe::cuda;
 
-bool have_device() {
-    int count = 0;
-    const cudaError_t err = cudaGetDeviceCount(&count);
-    if (err != cudaSuccess || count == 0) {
-        std::printf("skipped: no CUDA device (%s)\n", err == cudaSuccess ? "0 devices" : cudaGetErrorString(err));
-        return false;
-    }
-    return true;
-}
+using moe_test::have_device;
 
-// A device copy of a host vector (or n uninitialised elements), freed at scope exit.
-template <class T>
-struct Dev {
-    T* p = nullptr;
-    size_t n = 0;
-    explicit Dev(size_t count) : n(count) {
-        if (cudaMalloc(&p, std::max<size_t>(1, n) * sizeof(T)) != cudaSuccess) p = nullptr;
-        CHECK(p != nullptr);
-    }
-    explicit Dev(const std::vector<T>& host) : Dev(host.size()) {
-        if (p && n) CHECK(cudaMemcpy(p, host.data(), n * sizeof(T), cudaMemcpyHostToDevice) == cudaSuccess);
-    }
-    ~Dev() { cudaFree(p); }
-    Dev(const Dev&) = delete;
-    Dev& operator=(const Dev&) = delete;
-    std::vector<T> get() const {
-        std::vector<T> host(n);
-        CHECK(cudaDeviceSynchronize() == cudaSuccess);
-        if (n) CHECK(cudaMemcpy(host.data(), p, n * sizeof(T), cudaMemcpyDeviceToHost) == cudaSuccess);
-        return host;
-    }
-};
+using moe_test::Dev;
 
 // Distance in ulps between two floats of the same sign class (0 when bit-identical, including
 // equal NaN bit patterns; a huge value across signs).
