@@ -471,18 +471,19 @@ void attention(const AttentionShape& shape, const KvRows& k, const KvRows& v, co
         pool.parallel_for(n_kblocks, 1, [&](int64_t b0, int64_t b1, int) {
             for (int64_t kb = b0; kb < b1; ++kb) {
                 const int64_t j0 = lo + kb * 64, j1 = std::min<int64_t>(j0 + 64, max_kv);
-                for (int kvh = 0; kvh < shape.n_head_kv; ++kvh) {
-                    const size_t k_off = static_cast<size_t>(kvh) * hd * 2;
-                    for (int hq = 0; hq < group; hq += 4) {
-                        const int h0 = kvh * group + hq, nh4 = std::min(4, group - hq);
-                        const float* a[4];
-                        for (int r = 0; r < 4; ++r) a[r] = qf + static_cast<int64_t>(h0 + std::min(r, nh4 - 1)) * hd;
-                        for (int64_t j = j0; j < j1; j += 4) {
-                            const int64_t nj = std::min<int64_t>(4, j1 - j);
-                            const uint16_t* b[4];
-                            for (int64_t c = 0; c < 4; ++c) {
-                                b[c] = reinterpret_cast<const uint16_t*>(k.data + row_of(k, j + std::min(c, nj - 1)) * k.row_bytes + k_off);
-                            }
+                // Four keys at a time through every KV head, so the cache rows are read front to back.
+                for (int64_t j = j0; j < j1; j += 4) {
+                    const int64_t nj = std::min<int64_t>(4, j1 - j);
+                    for (int kvh = 0; kvh < shape.n_head_kv; ++kvh) {
+                        const size_t k_off = static_cast<size_t>(kvh) * hd * 2;
+                        const uint16_t* b[4];
+                        for (int64_t c = 0; c < 4; ++c) {
+                            b[c] = reinterpret_cast<const uint16_t*>(k.data + row_of(k, j + std::min(c, nj - 1)) * k.row_bytes + k_off);
+                        }
+                        for (int hq = 0; hq < group; hq += 4) {
+                            const int h0 = kvh * group + hq, nh4 = std::min(4, group - hq);
+                            const float* a[4];
+                            for (int r = 0; r < 4; ++r) a[r] = qf + static_cast<int64_t>(h0 + std::min(r, nh4 - 1)) * hd;
                             float tile[16];
                             dot_gemv_f16_4x4_avx512(a, b, hd, tile);
                             for (int r = 0; r < nh4; ++r) {
