@@ -467,6 +467,22 @@ void attention(const AttentionShape& shape, const KvRows& k, const KvRows& v, co
         float* qf = sc + static_cast<size_t>(H) * stride;               // qf: [H, hd] in F16 values
         for (int64_t e = 0; e < static_cast<int64_t>(H) * hd; ++e) qf[e] = t16[quant::fp32_to_fp16(q[e])];
 
+        // The dots of every query head of KV head kvh (rows `len` long, `head_stride` floats apart from
+        // `heads`) with four F16 rows, in 4 x 4 tiles; put(head, c, value) for each real head.
+        const auto group_dots = [&](int kvh, const float* heads, int64_t head_stride, const uint16_t* const b[4],
+                                    int64_t len, auto&& put) {
+            for (int hq = 0; hq < group; hq += 4) {
+                const int h0 = kvh * group + hq, nh4 = std::min(4, group - hq);
+                const float* a[4];
+                for (int r = 0; r < 4; ++r) a[r] = heads + static_cast<int64_t>(h0 + std::min(r, nh4 - 1)) * head_stride;
+                float tile[16];
+                dot_gemv_f16_4x4_avx512(a, b, len, tile);
+                for (int r = 0; r < nh4; ++r) {
+                    for (int c = 0; c < 4; ++c) put(h0 + r, c, tile[4 * r + c]);
+                }
+            }
+        };
+
         const int64_t n_kblocks = (n + 63) / 64;
         pool.parallel_for(n_kblocks, 1, [&](int64_t b0, int64_t b1, int) {
             for (int64_t kb = b0; kb < b1; ++kb) {
@@ -480,16 +496,9 @@ void attention(const AttentionShape& shape, const KvRows& k, const KvRows& v, co
                         for (int64_t c = 0; c < 4; ++c) {
                             b[c] = reinterpret_cast<const uint16_t*>(k.data + row_of(k, j + std::min(c, nj - 1)) * k.row_bytes + k_off);
                         }
-                        for (int hq = 0; hq < group; hq += 4) {
-                            const int h0 = kvh * group + hq, nh4 = std::min(4, group - hq);
-                            const float* a[4];
-                            for (int r = 0; r < 4; ++r) a[r] = qf + static_cast<int64_t>(h0 + std::min(r, nh4 - 1)) * hd;
-                            float tile[16];
-                            dot_gemv_f16_4x4_avx512(a, b, hd, tile);
-                            for (int r = 0; r < nh4; ++r) {
-                                for (int64_t c = 0; c < nj; ++c) sc[(h0 + r) * stride + (j + c - lo)] = tile[4 * r + c];
-                            }
-                        }
+                        group_dots(kvh, qf, hd, b, hd, [&](int h, int c, float x) {
+                            if (c < nj) sc[h * stride + (j + c - lo)] = x;
+                        });
                     }
                 }
             }
@@ -517,16 +526,9 @@ void attention(const AttentionShape& shape, const KvRows& k, const KvRows& v, co
                         const size_t vrow = static_cast<size_t>(kvh) * hdv + d0 + std::min(c, nd - 1);
                         b[c] = reinterpret_cast<const uint16_t*>(v.data + vrow * v.row_bytes) + lo;
                     }
-                    for (int hq = 0; hq < group; hq += 4) {
-                        const int h0 = kvh * group + hq, nh4 = std::min(4, group - hq);
-                        const float* a[4];
-                        for (int r = 0; r < 4; ++r) a[r] = sc + static_cast<int64_t>(h0 + std::min(r, nh4 - 1)) * stride;
-                        float tile[16];
-                        dot_gemv_f16_4x4_avx512(a, b, n, tile);
-                        for (int r = 0; r < nh4; ++r) {
-                            for (int c = 0; c < nd; ++c) out[static_cast<int64_t>(h0 + r) * hdv + d0 + c] = tile[4 * r + c];
-                        }
-                    }
+                    group_dots(kvh, sc, stride, b, n, [&](int h, int c, float x) {
+                        if (c < nd) out[static_cast<int64_t>(h) * hdv + d0 + c] = x;
+                    });
                 }
             });
         } else {
