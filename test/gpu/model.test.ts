@@ -19,6 +19,7 @@ import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { loadBinding } from '../../lib/binding.js';
 import { getGpuInfo, loadModel, type LoadModelOptions, type Model } from '../../lib/index.js';
+import { argmax, klDivergence, softmax } from '../helpers/llama-cpp.js';
 import { tempDir } from '../helpers/tmp.js';
 import { teacherTokens, writeTinyMoe, type TinyArch, type TinyWeightType } from '../helpers/tiny-moe.js';
 
@@ -49,28 +50,6 @@ const KL_BOUND_FLOAT = 1e-3;
 const KL_BOUND_QUANTIZED = 5e-3;
 const CONTEXT = 256;
 const THREADS = 4;
-
-function softmax(logits: Float32Array, offset: number, n: number): Float64Array {
-  let max = -Infinity;
-  for (let i = 0; i < n; i++) max = Math.max(max, logits[offset + i]!);
-  const out = new Float64Array(n);
-  let sum = 0;
-  for (let i = 0; i < n; i++) sum += out[i] = Math.exp(logits[offset + i]! - max);
-  for (let i = 0; i < n; i++) out[i]! /= sum;
-  return out;
-}
-
-function argmax(p: Float64Array): number {
-  let best = 0;
-  for (let i = 1; i < p.length; i++) if (p[i]! > p[best]!) best = i;
-  return best;
-}
-
-function klDivergence(p: Float64Array, q: Float64Array): number {
-  let kl = 0;
-  for (let i = 0; i < p.length; i++) if (p[i]! > 0) kl += p[i]! * Math.log(p[i]! / Math.max(q[i]!, 1e-12));
-  return kl;
-}
 
 /** The conformance gate between a reference's logits and ours, row by row ([rows, vocab] each). */
 function expectClose(reference: Float32Array, ours: Float32Array, vocabSize: number, quantized: boolean, label: string): void {
