@@ -1,5 +1,5 @@
-// What every CUDA test program shares: the device check that turns "no GPU here" into a skip, and
-// a device buffer that copies to and from host vectors.
+// What every CUDA test program shares: the device check that turns "no GPU here" into a skip, the
+// main that uses it, and a device buffer that copies to and from host vectors.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -21,6 +21,16 @@ inline bool have_device() {
         return false;
     }
     return true;
+}
+
+// The body of every CUDA test program's main: runs the registered cases (those whose name contains
+// argv[1]), or says why it skips them on a machine without a device.
+inline int run_cuda_tests(int argc, char** argv) {
+    if (!have_device()) {
+        std::printf("0 passed, 0 failed\n");
+        return 0;
+    }
+    return run_all(argc, argv);
 }
 
 // A device copy of a host vector (or n uninitialised elements), freed at scope exit.

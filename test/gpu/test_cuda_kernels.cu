@@ -15,7 +15,6 @@
 
 namespace {
 
-using moe_test::have_device;
 
 TEST_CASE("cuda dequantize equals the scalar reference bit for bit") {
     using moe::quant::GgmlType;
@@ -59,10 +58,4 @@ TEST_CASE("cuda dequantize refuses types without a kernel") {
 
 }  // namespace
 
-int main(int argc, char** argv) {
-    if (!have_device()) {
-        std::printf("0 passed, 0 failed\n");
-        return 0;
-    }
-    return moe_test::run_all(argc, argv);
-}
+int main(int argc, char** argv) { return moe_test::run_cuda_tests(argc, argv); }

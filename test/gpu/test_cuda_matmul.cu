@@ -25,7 +25,6 @@ namespace {
 
 using moe::quant::GgmlType;
 
-using moe_test::have_device;
 
 const GgmlType kTypes[] = {GgmlType::F32,  GgmlType::F16,  GgmlType::BF16, GgmlType::Q4_0, GgmlType::Q4_1,
                            GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q8_0, GgmlType::Q2_K, GgmlType::Q3_K,
@@ -506,10 +505,4 @@ TEST_CASE("cuda matmul refuses unsupported types, bad shapes and misaligned weig
 
 }  // namespace
 
-int main(int argc, char** argv) {
-    if (!have_device()) {
-        std::printf("0 passed, 0 failed\n");
-        return 0;
-    }
-    return moe_test::run_all(argc, argv);
-}
+int main(int argc, char** argv) { return moe_test::run_cuda_tests(argc, argv); }

@@ -34,7 +34,6 @@ using moe_test::Rng;
 namespace k = moe::kernels;
 namespace mc = moe::cuda;
 
-using moe_test::have_device;
 
 using moe_test::Dev;
 
@@ -665,10 +664,4 @@ TEST_CASE("cuda group_by_expert equals forward.cc's stable counting sort") {
 
 }  // namespace
 
-int main(int argc, char** argv) {
-    if (!have_device()) {
-        std::printf("0 passed, 0 failed\n");
-        return 0;
-    }
-    return moe_test::run_all(argc, argv);
-}
+int main(int argc, char** argv) { return moe_test::run_cuda_tests(argc, argv); }
